@@ -1,0 +1,45 @@
+# VON control plane. Tests that build network namespaces need root.
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+BUF     ?= $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
+BIN     := bin
+CMDS    := $(notdir $(wildcard cmd/*))
+
+.PHONY: all build test unit lint e2e proto proto-check fmt bench clean
+
+all: build
+
+build: ## build every command into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: lint ## everything CI runs: lint, then all tests (unit, netns, e2e) with -race
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+unit: ## tests that need neither root nor namespaces
+	$(GO) test -race -count=1 ./topology/ ./disjoint/ ./proto/...
+
+lint: ## gofmt, go vet, buf lint (the proto test also lints and checks generated code)
+	@fmt=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$fmt" ]; then echo "gofmt needed on:"; echo "$$fmt"; exit 1; fi
+	$(GO) vet ./...
+	GOOS=darwin $(GO) build ./... 
+	$(BUF) lint
+
+e2e: ## end-to-end tests on real namespaces (root)
+	$(GO) test -race -count=1 -timeout 20m ./e2e/...
+
+proto: ## regenerate Go code from proto/von/v1
+	$(BUF) generate
+
+proto-check: proto ## fail if generated code is stale
+	git diff --exit-code -- proto/
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+bench: ## benchmarks; compare runs with benchstat
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+clean:
+	rm -rf $(BIN)
