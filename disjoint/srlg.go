@@ -2,8 +2,8 @@ package disjoint
 
 import (
 	"container/heap"
-	"fmt"
 	"encoding/binary"
+	"fmt"
 	"slices"
 )
 
