@@ -1,0 +1,24 @@
+package reservation
+
+import (
+	"context"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// newEtcd starts a real embedded etcd for one test and returns a client to it.
+func newEtcd(t testing.TB) (*Embedded, *clientv3.Client) {
+	t.Helper()
+	e, err := StartEmbedded(context.Background(), EmbeddedOptions{Dir: t.TempDir(), NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := e.Client()
+	if err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close(); e.Close() })
+	return e, cli
+}
