@@ -2,8 +2,9 @@ package disjoint
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
+	"slices"
+
+	"github.com/vonproject/von/topology"
 )
 
 // diagnose explains why only found < k paths exist, by relaxing one
@@ -39,10 +40,10 @@ func (q *query) diagnose(src, dst int32, k, found int, cut *cutInfo) error {
 			}
 			e.Constraint = ConstraintCapacity
 			if found == 0 {
-				e.Reason = fmt.Sprintf("no path has %s unreserved %s", FormatRate(rate), dirs)
+				e.Reason = fmt.Sprintf("no path has %s unreserved %s", topology.FormatRate(rate), dirs)
 			} else {
 				e.Reason = fmt.Sprintf("only %d %s %s %s unreserved %s (%d without the bandwidth requirement)",
-					found, what, plural(found, "has", "have"), FormatRate(rate), dirs, min(len(free), k))
+					found, what, plural(found, "has", "have"), topology.FormatRate(rate), dirs, min(len(free), k))
 			}
 			if len(cut.capLinks) > 0 {
 				e.Cut = g.linkNames(cut.capLinks)
@@ -112,23 +113,14 @@ func (q *query) describeFree(links []int32) string {
 		}
 		seen[l] = true
 		ab, ba := q.headroom(l, true), q.headroom(l, false)
-		free := FormatRate(min(ab, ba)) + " free"
+		free := topology.FormatRate(min(ab, ba)) + " free"
 		if ab != ba {
-			free = fmt.Sprintf("%s free A→B, %s free B→A", FormatRate(ab), FormatRate(ba))
+			free = fmt.Sprintf("%s free A→B, %s free B→A", topology.FormatRate(ab), topology.FormatRate(ba))
 		}
 		parts = append(parts, fmt.Sprintf("%s (%s)", q.g.links[l].Name, free))
 	}
-	return joinNames(sortedStrings(parts), 8)
-}
-
-func sortedStrings(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
+	slices.Sort(parts)
+	return joinNames(parts, 8)
 }
 
 func prefixed(p string, names []string) []string {
@@ -144,25 +136,4 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// FormatRate formats bit/s the way topology files write them: "10Mbit",
-// "1Gbit", "500kbit", "1500bit", or with a decimal point when needed
-// ("2.5Gbit").
-func FormatRate(bps uint64) string {
-	units := []struct {
-		div  uint64
-		name string
-	}{{1e12, "Tbit"}, {1e9, "Gbit"}, {1e6, "Mbit"}, {1e3, "kbit"}}
-	for _, u := range units {
-		if bps >= u.div {
-			if bps%u.div == 0 {
-				return strconv.FormatUint(bps/u.div, 10) + u.name
-			}
-			s := strconv.FormatFloat(float64(bps)/float64(u.div), 'f', 3, 64)
-			s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-			return s + u.name
-		}
-	}
-	return strconv.FormatUint(bps, 10) + "bit"
 }

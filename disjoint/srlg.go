@@ -42,6 +42,9 @@ func (q *query) srlgSearch(src, dst int32, k int, ub int64) ([][]int32, int64, b
 		}
 		return [][]int32{q.sptArcs(src, dst, nil)}, d, true, nil
 	}
+	if k == 2 {
+		return q.srlgPair(src, dst, ub)
+	}
 	lb, _, err := q.minSum(src, dst, k, false)
 	if err != nil || len(lb) < k {
 		return nil, 0, false, err
