@@ -100,10 +100,12 @@ func (r *Router) rules() []ruleSpec {
 		police = append(police, &expr.Verdict{Kind: expr.VerdictDrop})
 	} else {
 		police = append(police,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 1, Len: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x03}, Xor: []byte{0}},
+			// Rewrite the 16-bit word holding the TOS byte (keep version/IHL
+			// and ECN): the incremental checksum update needs aligned words.
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 2},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0x03}, Xor: []byte{0, 0}},
 			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader,
-				Offset: 1, Len: 1, CsumType: expr.CsumTypeInet, CsumOffset: 10},
+				Offset: 0, Len: 2, CsumType: expr.CsumTypeInet, CsumOffset: 10},
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		)
 	}
@@ -122,10 +124,10 @@ func (r *Router) rules() []ruleSpec {
 		&expr.Meta{Key: expr.MetaKeyPRIORITY, SourceRegister: true, Register: 1},
 	)
 	return []ruleSpec{
-		{chainPre, "von:v2:on " + match, pre},
-		{chainOnIn, "von:v2:police " + action, police},
-		{chainOnIn, "von:v2:pin", pin},
-		{chainPost, "von:v2:class " + match, class},
+		{chainPre, "von:v3:on " + match, pre},
+		{chainOnIn, "von:v3:police " + action, police},
+		{chainOnIn, "von:v3:pin", pin},
+		{chainPost, "von:v3:class " + match, class},
 	}
 }
 

@@ -358,12 +358,12 @@ func (r *Router) observeTC() (Observed, error) {
 	return obs, nil
 }
 
+// countersOf reads the legacy TCA_STATS block (go-tc misreads the packed
+// gnet_stats_basic inside TCA_STATS2; the legacy block carries the same
+// bytes, packets, drops and overlimits).
 func countersOf(o tc.Object) Counters {
-	var c Counters
-	if s := o.Stats2; s != nil {
-		c = Counters{Bytes: s.Bytes, Packets: uint64(s.Packets), Drops: uint64(s.Drops), Overlimits: uint64(s.Overlimits), Backlog: uint64(s.Backlog)}
-	} else if s := o.Stats; s != nil {
-		c = Counters{Bytes: s.Bytes, Packets: uint64(s.Packets), Drops: uint64(s.Drops), Overlimits: uint64(s.Overlimits), Backlog: uint64(s.Backlog)}
+	if s := o.Stats; s != nil {
+		return Counters{Bytes: s.Bytes, Packets: uint64(s.Packets), Drops: uint64(s.Drops), Overlimits: uint64(s.Overlimits), Backlog: uint64(s.Backlog)}
 	}
-	return c
+	return Counters{}
 }
