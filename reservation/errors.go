@@ -18,3 +18,23 @@ var (
 	// ErrInvalid: the request is malformed.
 	ErrInvalid = errors.New("invalid request")
 )
+
+var (
+	// ErrNoTopology: no topology has been applied yet.
+	ErrNoTopology = errors.New("no topology applied: run `vonctl topology apply -f FILE` first")
+	// ErrInUse: the change would strand a live reservation.
+	ErrInUse = errors.New("in use by a reservation")
+	// ErrAgentDown: a router on the ON's paths has no live agent.
+	ErrAgentDown = errors.New("router agent not available")
+	// ErrRefused: an agent voted against the reservation.
+	ErrRefused = errors.New("refused by a router")
+	// ErrNotLeader: this manager is not the leader.
+	ErrNotLeader = errors.New("not the leader manager")
+)
+
+// ErrUnplaceable: no placement satisfies the request (no path, no disjoint pair, an
+// interface or next hop unknown).
+var ErrUnplaceable = errors.New("cannot place the reservation")
+
+// ErrBusy: the reservation is in a state that does not allow the operation now.
+var ErrBusy = errors.New("reservation busy")

@@ -1,0 +1,88 @@
+// Command von-manager is the VON reservation manager: it keeps the network model and
+// the reservations in etcd, admits ONs, and drives the routers' agents with a
+// two-phase commit.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vonproject/von/internal/logging"
+	"github.com/vonproject/von/reservation"
+)
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "von-manager:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var (
+		cfg                 reservation.DaemonConfig
+		endpoints           string
+		logFormat, logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "von-manager --listen ADDR --data-dir DIR",
+		Short: "Run the VON reservation manager",
+		Long: `von-manager serves vonctl, the SDK and the router agents over gRPC.
+
+By default it runs a single-node etcd inside the process, with its data under
+--data-dir, so it needs no setup; --etcd-endpoints points it at an external etcd
+cluster instead (several managers may share one; the leader does the work).`,
+		Example: `  von-manager --listen 127.0.0.1:7400 --data-dir /var/lib/von
+  von-manager --listen :7400 --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --metrics :9400`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logging.New(os.Stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			if endpoints != "" {
+				for _, e := range strings.Split(endpoints, ",") {
+					if e = strings.TrimSpace(e); e != "" {
+						cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+					}
+				}
+			}
+			if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
+				return fmt.Errorf("give --data-dir (embedded etcd) or --etcd-endpoints")
+			}
+			cfg.Manager.Logger = log
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return reservation.RunDaemon(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "gRPC address to serve vonctl, the SDK and agents on")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd's data (kept across restarts)")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints (instead of the embedded etcd)")
+	f.StringVar(&cfg.MetricsAddr, "metrics", "", "address to serve Prometheus /metrics on (empty: off)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&cfg.Manager.ID, "id", "", "name of this manager in the leader election (default: random)")
+	f.DurationVar(&cfg.Manager.DefaultTTL, "default-ttl", time.Hour, "lease of a reservation whose request gives no --ttl")
+	f.DurationVar(&cfg.Manager.MaxTTL, "max-ttl", 720*time.Hour, "longest lease a reservation may ask for")
+	f.DurationVar(&cfg.Manager.PartitionLease, "partition-lease", 30*time.Second,
+		"lease agents hold partitions under; refreshed every third of it, so agents ride out shorter manager outages")
+	f.DurationVar(&cfg.Manager.HoldTTL, "hold-ttl", 30*time.Second, "how long agents hold a prepared partition waiting for the decision")
+	f.DurationVar(&cfg.Manager.AgentLiveness, "agent-liveness", 15*time.Second, "an agent that has not registered for this long is down")
+	f.DurationVar(&cfg.Manager.ReconcileInterval, "reconcile", 30*time.Second, "how often every live agent gets its full desired state")
+	f.DurationVar(&cfg.Manager.Quarantine, "id-quarantine", 10*time.Minute, "how long a released ON id stays unused")
+	f.DurationVar(&cfg.Manager.Retention, "retention", time.Hour, "how long released, expired and failed reservations stay listed")
+	f.Uint32Var(&cfg.Manager.DSCP, "dscp", 44, "DSCP of ON packets")
+	f.Uint32Var(&cfg.Manager.Port, "port", 4750, "UDP destination port of ON packets")
+	return cmd
+}

@@ -1,0 +1,447 @@
+package reservation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vonv1 "github.com/vonproject/von/proto/von/v1"
+)
+
+// ReserveRequest asks for an ON.
+type ReserveRequest struct {
+	Name         string
+	Members      []string
+	Rate         uint64 // bit/s
+	Redundant    bool
+	NodeDisjoint bool
+	TTL          time.Duration // 0: the manager's default
+}
+
+func (m *Manager) validate(req *ReserveRequest) error {
+	if msg := checkResName(req.Name); msg != "" {
+		return fmt.Errorf("%w: name %q: %s", ErrInvalid, req.Name, msg)
+	}
+	if len(req.Members) < 2 {
+		return fmt.Errorf("%w: an ON needs at least two members, got %d", ErrInvalid, len(req.Members))
+	}
+	seen := map[string]bool{}
+	for _, mb := range req.Members {
+		if seen[mb] {
+			return fmt.Errorf("%w: member %q listed twice", ErrInvalid, mb)
+		}
+		seen[mb] = true
+	}
+	if req.Rate == 0 {
+		return fmt.Errorf("%w: rate must be positive (e.g. --rate 10Mbit)", ErrInvalid)
+	}
+	if req.NodeDisjoint && !req.Redundant {
+		return fmt.Errorf("%w: node-disjoint paths need --redundant", ErrInvalid)
+	}
+	if req.TTL == 0 {
+		req.TTL = m.cfg.DefaultTTL
+	}
+	if req.TTL < time.Second || req.TTL > m.cfg.MaxTTL {
+		return fmt.Errorf("%w: ttl %s outside [1s, %s]", ErrInvalid, req.TTL, m.cfg.MaxTTL)
+	}
+	return nil
+}
+
+func checkResName(s string) string {
+	if s == "" {
+		return "empty"
+	}
+	if len(s) > 128 {
+		return "longer than 128 characters"
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Sprintf("character %q not allowed (use letters, digits, '-', '_', '.')", r)
+		}
+	}
+	return ""
+}
+
+func terminal(s vonv1.ReservationState) bool {
+	return s == vonv1.ReservationState_RESERVATION_STATE_RELEASED || s == vonv1.ReservationState_RESERVATION_STATE_EXPIRED ||
+		s == vonv1.ReservationState_RESERVATION_STATE_FAILED
+}
+
+// Reserve admits an ON and installs it on every router of its paths with a two-phase
+// commit. It returns the COMMITTED reservation, or an error after which nothing of it
+// is left: no capacity charged, no partition installed.
+func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reservation, error) {
+	epoch, err := m.requireLeader()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.validate(&req); err != nil {
+		m.m.rejected("invalid")
+		return nil, err
+	}
+	defer m.lock(req.Name)()
+	var (
+		rec    *vonv1.Reservation
+		pl     *placement
+		onRev  int64
+		txnID  string
+		lastEr error
+	)
+	for attempt := 0; attempt < 5 && rec == nil; attempt++ {
+		old, oldRev, err := m.store.Get(ctx, req.Name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			oldRev = 0
+		case err != nil:
+			return nil, err
+		case old.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED && sameRequest(old, req):
+			return old, nil // a retry of a reservation that succeeded
+		case !terminal(old.GetState()):
+			m.m.rejected("exists")
+			return nil, fmt.Errorf("%w: %q is %s; release it first or pick another name", ErrExists, req.Name, stateName(old.GetState()))
+		}
+		ts, err := m.store.Topology(ctx)
+		if err != nil {
+			return nil, err
+		}
+		reserved, err := m.store.Ledger.Reserved(ctx)
+		if err != nil {
+			return nil, err
+		}
+		agents, err := m.store.Agents(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pl, err = place(ts, placeRequest{Name: req.Name, Members: req.Members, Rate: req.Rate, Redundant: req.Redundant,
+			NodeDisjoint: req.NodeDisjoint, DSCP: m.cfg.DSCP, Port: m.cfg.Port}, reserved, agents)
+		if err != nil {
+			m.m.rejected(reason(err))
+			return nil, err
+		}
+		var down []string
+		for _, r := range pl.Participants {
+			if !m.live(agents[r]) {
+				down = append(down, r)
+			}
+		}
+		if len(down) > 0 {
+			m.m.rejected("agent_down")
+			return nil, fmt.Errorf("%w: no live von-agent on router %s, which the ON's paths cross; start it (von-agent --node %s) and retry",
+				ErrAgentDown, strings.Join(down, ", "), down[0])
+		}
+		now := time.Now()
+		txnID = randomHex(8)
+		r := &vonv1.Reservation{
+			Name: req.Name, State: vonv1.ReservationState_RESERVATION_STATE_PREPARING, RateBps: req.Rate,
+			Members: pl.Members, Redundant: req.Redundant, NodeDisjoint: req.NodeDisjoint,
+			Ttl: durationpb.New(req.TTL), Links: pl.Charged, Paths: pl.Pairs,
+			CreateTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),
+		}
+		guard := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(m.store.onKey(req.Name)), "=", oldRev),
+			clientv3.Compare(clientv3.ModRevision(m.store.topologyKey()), "=", ts.Revision),
+		}
+		_, rev, err := m.store.Ledger.Admit(ctx, Admission{
+			Owner: req.Name, Rate: req.Rate, Charges: pl.Charges,
+			Limit: func(link string) (uint64, bool) {
+				l, ok := ts.Topo.Link(link)
+				return l.ReservableRate(), ok
+			},
+			Guard: guard,
+			Ops: func(id uint32) ([]clientv3.Op, error) {
+				r.OnId = id
+				put, err := m.store.putOn(r)
+				if err != nil {
+					return nil, err
+				}
+				return []clientv3.Op{put, m.store.putTxn(txnRecord{ID: txnID, Kind: "reserve", Name: req.Name, OnID: id, Participants: pl.Participants})}, nil
+			},
+		})
+		switch {
+		case err == nil:
+			rec, onRev = r, rev
+		case errors.Is(err, ErrGuard), errors.Is(err, ErrInsufficientCapacity):
+			lastEr = err // the world moved under us: re-read and re-plan
+		default:
+			return nil, err
+		}
+	}
+	if rec == nil {
+		if errors.Is(lastEr, ErrInsufficientCapacity) {
+			m.m.rejected("capacity")
+			return nil, lastEr
+		}
+		return nil, fmt.Errorf("reserve %s: %w", req.Name, ErrContention)
+	}
+	return m.twoPhase(ctx, epoch, rec, onRev, txnID, pl)
+}
+
+// twoPhase runs prepare → durable decision → commit/abort for an admitted reservation.
+func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reservation, onRev int64, txnID string, pl *placement) (*vonv1.Reservation, error) {
+	start := time.Now()
+	specs := map[string]*vonv1.PartitionSpec{}
+	for node, s := range pl.Specs {
+		s = proto.Clone(s).(*vonv1.PartitionSpec)
+		s.OnId = rec.GetOnId()
+		s.LeaseTtl = durationpb.New(m.cfg.PartitionLease)
+		specs[node] = s
+	}
+	refusals := m.prepareAll(ctx, epoch, txnID, specs)
+	txn := txnRecord{ID: txnID, Kind: "reserve", Name: rec.GetName(), OnID: rec.GetOnId(), Participants: pl.Participants}
+	if len(refusals) == 0 {
+		txn.Decision = "commit"
+		now := time.Now()
+		rec.State = vonv1.ReservationState_RESERVATION_STATE_COMMITTED
+		rec.UpdateTime = timestamppb.New(now)
+		rec.LeaseExpireTime = timestamppb.New(now.Add(rec.GetTtl().AsDuration()))
+		rev, err := m.store.Update(ctx, rec, onRev, m.store.putTxn(txn))
+		if err == nil {
+			rec.Revision = uint64(rev)
+			if m.commitAll(ctx, epoch, txn) {
+				_, _ = m.cli.Delete(ctx, m.store.txnKey(txnID))
+			}
+			m.m.round("commit", time.Since(start).Seconds())
+			m.log.Info("reserved", "name", rec.GetName(), "on_id", rec.GetOnId(), "routers", pl.Participants, "took", time.Since(start))
+			return rec, nil
+		}
+		// The decision could not be recorded: it stays undecided, which means abort.
+		refusals = map[string]string{"etcd": "recording the commit decision failed: " + err.Error()}
+	}
+	txn.Decision = "abort"
+	if _, err := m.cli.Put(ctx, m.store.txnKey(txnID), string(mustJSON(txn))); err != nil {
+		m.log.Warn("record abort decision", "txn", txnID, "err", err)
+	}
+	m.abortAll(ctx, epoch, txn)
+	msg := refusalText(refusals)
+	if err := m.finish(ctx, rec, onRev, txnID, vonv1.ReservationState_RESERVATION_STATE_FAILED, msg); err != nil {
+		m.log.Error("release after abort", "name", rec.GetName(), "err", err)
+	}
+	m.m.round("abort", time.Since(start).Seconds())
+	kind, reasonLabel := ErrRefused, "refused"
+	for _, r := range refusals {
+		if strings.Contains(r, "unreachable") {
+			kind, reasonLabel = ErrAgentDown, "agent_down"
+		}
+	}
+	m.m.rejected(reasonLabel)
+	return nil, fmt.Errorf("%w: %s", kind, msg)
+}
+
+// finish returns a reservation's capacity and id and leaves a terminal record, deleting
+// the transaction record with it, in one etcd transaction.
+func (m *Manager) finish(ctx context.Context, rec *vonv1.Reservation, onRev int64, txnID string, state vonv1.ReservationState, reason string) error {
+	final := proto.Clone(rec).(*vonv1.Reservation)
+	final.State = state
+	final.FailureReason = reason
+	final.UpdateTime = timestamppb.Now()
+	put, err := m.store.putOn(final)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{put}
+	if txnID != "" {
+		ops = append(ops, clientv3.OpDelete(m.store.txnKey(txnID)))
+	}
+	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(m.store.onKey(rec.GetName())), "=", onRev)}
+	_, err = m.store.Ledger.Release(ctx, rec.GetOnId(), rec.GetRateBps(), chargesOf(rec), guard, ops)
+	return err
+}
+
+func chargesOf(r *vonv1.Reservation) []Charge {
+	var out []Charge
+	for _, c := range r.GetLinks() {
+		d := AtoB
+		if c.GetDirection() == vonv1.LinkDirection_LINK_DIRECTION_B_TO_A {
+			d = BtoA
+		}
+		out = append(out, Charge{Link: c.GetLink(), Dir: d})
+	}
+	return out
+}
+
+// routersOf lists the routers on a reservation's paths (every path node not a member).
+func routersOf(r *vonv1.Reservation) []string {
+	members := map[string]bool{}
+	for _, mb := range r.GetMembers() {
+		members[mb.GetName()] = true
+	}
+	set := map[string]bool{}
+	for _, pp := range r.GetPaths() {
+		for _, p := range pp.GetPaths() {
+			for _, n := range p.GetNodes() {
+				if !members[n] {
+					set[n] = true
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// prepareAll sends Prepare to every participant in parallel and returns the refusals
+// (router → reason); empty means every router voted PREPARED.
+func (m *Manager) prepareAll(ctx context.Context, epoch uint64, txnID string, specs map[string]*vonv1.PartitionSpec) map[string]string {
+	var mu sync.Mutex
+	refusals := map[string]string{}
+	var wg sync.WaitGroup
+	for node, spec := range specs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			why := m.prepareOne(ctx, epoch, txnID, node, spec)
+			if why != "" {
+				mu.Lock()
+				refusals[node] = why
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return refusals
+}
+
+func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node string, spec *vonv1.PartitionSpec) string {
+	c, err := m.agentClient(ctx, node)
+	if err != nil {
+		return "unreachable: " + err.Error()
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+	defer cancel()
+	resp, err := c.Prepare(cctx, &vonv1.AgentServicePrepareRequest{TxnId: txnID, LeaderEpoch: epoch, Partition: spec, HoldTtl: durationpb.New(m.cfg.HoldTTL)})
+	m.m.call("prepare", err)
+	if err != nil {
+		return "unreachable: " + status.Convert(err).Message()
+	}
+	if resp.GetVote() != vonv1.Vote_VOTE_PREPARED {
+		if resp.GetReason() == "" {
+			return "refused"
+		}
+		return resp.GetReason()
+	}
+	return ""
+}
+
+// commitAll delivers the commit decision; it reports whether every participant acked.
+// An agent whose hold is gone (NOT_FOUND) gets its full desired state with Sync.
+func (m *Manager) commitAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+	return m.phaseTwo(ctx, t, "commit", func(ctx context.Context, c vonv1.AgentServiceClient, node string) error {
+		_, err := c.Commit(ctx, &vonv1.AgentServiceCommitRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
+		if status.Code(err) == codes.NotFound {
+			return m.syncNode(ctx, epoch, node)
+		}
+		return err
+	})
+}
+
+func (m *Manager) abortAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+	return m.phaseTwo(ctx, t, "abort", func(ctx context.Context, c vonv1.AgentServiceClient, _ string) error {
+		_, err := c.Abort(ctx, &vonv1.AgentServiceAbortRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
+		return err
+	})
+}
+
+func (m *Manager) releaseAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+	return m.phaseTwo(ctx, t, "release", func(ctx context.Context, c vonv1.AgentServiceClient, _ string) error {
+		_, err := c.Release(ctx, &vonv1.AgentServiceReleaseRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
+		return err
+	})
+}
+
+// phaseTwo calls fn on every participant in parallel, retrying each a few times.
+func (m *Manager) phaseTwo(ctx context.Context, t txnRecord, method string, fn func(context.Context, vonv1.AgentServiceClient, string) error) bool {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	all := true
+	for _, node := range t.Participants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			for try := 0; try < 3; try++ {
+				if try > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+					}
+				}
+				var c vonv1.AgentServiceClient
+				if c, err = m.agentClient(ctx, node); err != nil {
+					continue
+				}
+				cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+				err = fn(cctx, c, node)
+				cancel()
+				m.m.call(method, err)
+				if err == nil {
+					return
+				}
+			}
+			m.log.Warn("2PC phase two incomplete; will retry", "method", method, "txn", t.ID, "router", node, "err", err)
+			mu.Lock()
+			all = false
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return all
+}
+
+func refusalText(r map[string]string) string {
+	nodes := make([]string, 0, len(r))
+	for n := range r {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	parts := make([]string, len(nodes))
+	for i, n := range nodes {
+		parts[i] = fmt.Sprintf("router %s: %s", n, r[n])
+	}
+	return strings.Join(parts, "; ")
+}
+
+func sameRequest(r *vonv1.Reservation, req ReserveRequest) bool {
+	if r.GetRateBps() != req.Rate || r.GetRedundant() != req.Redundant || r.GetNodeDisjoint() != req.NodeDisjoint || len(r.GetMembers()) != len(req.Members) {
+		return false
+	}
+	for i, mb := range r.GetMembers() {
+		if mb.GetName() != req.Members[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func stateName(s vonv1.ReservationState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RESERVATION_STATE_"))
+}
+
+func reason(err error) string {
+	switch {
+	case errors.Is(err, ErrInsufficientCapacity):
+		return "capacity"
+	case errors.Is(err, ErrUnplaceable):
+		return "unplaceable"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
+	case errors.Is(err, ErrNoTopology):
+		return "no_topology"
+	}
+	return "other"
+}
