@@ -63,31 +63,21 @@ func place(ts *TopologyState, req placeRequest, reserved map[Charge]uint64, agen
 		}
 		return reserved[Charge{Link: t.Links[link].Name, Dir: d}]
 	}}
-	// Hosts do not forward: paths may not cross a host that is not a member.
-	isMember := map[string]bool{}
-	for _, name := range req.Members {
-		isMember[name] = true
-	}
-	for i, n := range t.Nodes {
-		if n.Kind == topology.KindHost && !isMember[n.Name] {
-			opt.ExcludeNodes = append(opt.ExcludeNodes, i)
-		}
-	}
 	if req.Redundant {
 		opt.K = 2
 		if req.NodeDisjoint {
 			opt.Mode = disjoint.NodeDisjoint
 		}
 	}
-	plan, err := g.PlanMembers(idx, opt)
+	plan, err := planPairs(ts, idx, opt)
 	if err != nil {
 		var npe *disjoint.NoPairError
-		if errors.As(err, &npe) && npe.Constraint == disjoint.ConstraintCapacity {
+		var ce *CapacityError
+		if errors.As(err, &npe) && npe.Constraint == disjoint.ConstraintCapacity || errors.As(err, &ce) {
 			return nil, fmt.Errorf("%w: %w", ErrInsufficientCapacity, err)
 		}
-		return nil, fmt.Errorf("%w: no placement: %w", ErrUnplaceable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnplaceable, err)
 	}
-	p.Heuristic = plan.Heuristic
 	for _, li := range plan.Links {
 		name := t.Links[li].Name
 		p.Charges = append(p.Charges, Charge{name, AtoB}, Charge{name, BtoA})
@@ -113,6 +103,96 @@ func place(ts *TopologyState, req placeRequest, reserved map[Charge]uint64, agen
 		return nil, err
 	}
 	return p, nil
+}
+
+// planPairs finds the paths of every member pair. Hosts never forward, so paths avoid
+// every host but the pair's own two. A host with a single link (the usual case) cannot
+// have two link-disjoint paths of its own: for a redundant ON the pair is computed
+// between the routers the hosts hang off, and the access links are added to both
+// paths — they are the one part of the ON redundancy cannot cover.
+func planPairs(ts *TopologyState, members []int, opt disjoint.Options) (*disjoint.Plan, error) {
+	t, g := ts.Topo, ts.Graph
+	var hosts []int
+	for i, n := range t.Nodes {
+		if n.Kind == topology.KindHost {
+			hosts = append(hosts, i)
+		}
+	}
+	// attach returns the node to plan from and the access link (or -1).
+	attach := func(m int) (int, int) {
+		links := t.LinksOf(t.Nodes[m].Name)
+		if opt.K < 2 || len(links) != 1 {
+			return m, -1
+		}
+		far, _ := t.Links[links[0]].Other(t.Nodes[m].Name)
+		r, _ := t.NodeIndex(far.Node)
+		return r, links[0]
+	}
+	plan := &disjoint.Plan{}
+	inUnion := map[int]bool{}
+	for i, a := range members {
+		for _, b := range members[i+1:] {
+			na, la := attach(a)
+			nb, lb := attach(b)
+			pairName := t.Nodes[a].Name + " and " + t.Nodes[b].Name
+			if na == nb {
+				return nil, fmt.Errorf("members %s both hang off router %s: no two disjoint paths exist between them", pairName, t.Nodes[na].Name)
+			}
+			o := opt
+			o.ExcludeNodes = nil
+			for _, h := range hosts {
+				if h != a && h != b {
+					o.ExcludeNodes = append(o.ExcludeNodes, h)
+				}
+			}
+			for _, l := range []int{la, lb} {
+				if l >= 0 && opt.Rate > 0 {
+					for _, fromA := range []bool{true, false} {
+						if r := opt.Reserved(l, fromA); g.Available(l) < r+opt.Rate {
+							d := AtoB
+							if !fromA {
+								d = BtoA
+							}
+							return nil, fmt.Errorf("members %s: access %w", pairName, &CapacityError{Charge: Charge{t.Links[l].Name, d}, Limit: g.Available(l), Reserved: r, Rate: opt.Rate})
+						}
+					}
+				}
+			}
+			res, err := g.Disjoint(na, nb, o)
+			if err != nil {
+				return nil, fmt.Errorf("members %s: %w", pairName, err)
+			}
+			if la >= 0 || lb >= 0 {
+				for pi := range res.Paths {
+					p := &res.Paths[pi]
+					if la >= 0 {
+						p.Nodes = append([]int{a}, p.Nodes...)
+						p.Links = append([]int{la}, p.Links...)
+						p.Cost += int64(t.Links[la].Cost)
+						res.TotalCost += int64(t.Links[la].Cost)
+					}
+					if lb >= 0 {
+						p.Nodes = append(p.Nodes, b)
+						p.Links = append(p.Links, lb)
+						p.Cost += int64(t.Links[lb].Cost)
+						res.TotalCost += int64(t.Links[lb].Cost)
+					}
+				}
+			}
+			plan.Pairs = append(plan.Pairs, disjoint.PairPaths{From: a, To: b, Result: res})
+			plan.Heuristic = plan.Heuristic || res.Heuristic
+			for _, p := range res.Paths {
+				for _, l := range p.Links {
+					if !inUnion[l] {
+						inUnion[l] = true
+						plan.Links = append(plan.Links, l)
+					}
+				}
+			}
+		}
+	}
+	sort.Ints(plan.Links)
+	return plan, nil
 }
 
 // placeRecorded rebuilds the routers' partitions of a reservation from its recorded
