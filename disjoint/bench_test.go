@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func asNoPair(err error, e **NoPairError) bool { return errors.As(err, e) }
@@ -145,6 +146,36 @@ func BenchmarkNew(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkPairOverDijkstra alternates one ShortestPath and one Disjoint
+// call on the same pair and reports each one's mean time and their ratio;
+// interleaving keeps the ratio fair on a busy machine.
+func BenchmarkPairOverDijkstra(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			bg := benchSetup(b, n)
+			var sp, pair time.Duration
+			i := 0
+			for b.Loop() {
+				p := bg.pairs[i%len(bg.pairs)]
+				i++
+				t0 := time.Now()
+				if _, err := bg.g.ShortestPath(p[0], p[1], Options{}); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, err := bg.g.Disjoint(p[0], p[1], Options{}); err != nil {
+					b.Fatal(err)
+				}
+				pair += time.Since(t1)
+				sp += t1.Sub(t0)
+			}
+			b.ReportMetric(float64(sp.Nanoseconds())/float64(i), "dijkstra-ns")
+			b.ReportMetric(float64(pair.Nanoseconds())/float64(i), "pair-ns")
+			b.ReportMetric(float64(pair)/float64(sp), "ratio")
 		})
 	}
 }

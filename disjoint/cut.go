@@ -15,12 +15,10 @@ func (q *query) cutFromSPT() *cutInfo {
 	s, g := q.s, q.g
 	c := &cutInfo{}
 	for _, v := range s.popped {
-		for i := g.adjOff[v]; i < g.adjOff[v+1]; i++ {
-			u, a := g.adjTo[i], g.adjArc[i]
-			if s.done[u] == s.gen {
-				continue
+		for _, e := range g.adj[g.adjOff[v]:g.adjOff[v+1]] {
+			if !s.settled(e.to) {
+				c.classify(q, e.arc, e.to)
 			}
-			c.classify(q, a, u)
 		}
 	}
 	return c
@@ -44,12 +42,12 @@ func (c *cutInfo) classify(q *query, a, u int32) {
 func (q *query) cutFromResidual() *cutInfo {
 	s, g := q.s, q.g
 	c := &cutInfo{}
-	reached := func(x int32) bool { return s.done[x] == s.gen }
+	reached := s.settled
 	for _, x := range s.popped {
 		if q.mode == LinkDisjoint {
-			for i := g.adjOff[x]; i < g.adjOff[x+1]; i++ {
-				if u := g.adjTo[i]; !reached(u) {
-					c.classify(q, g.adjArc[i], u)
+			for _, e := range g.adj[g.adjOff[x]:g.adjOff[x+1]] {
+				if !reached(e.to) {
+					c.classify(q, e.arc, e.to)
 				}
 			}
 			continue
@@ -61,9 +59,9 @@ func (q *query) cutFromResidual() *cutInfo {
 			}
 			continue
 		}
-		for i := g.adjOff[v]; i < g.adjOff[v+1]; i++ {
-			if u := g.adjTo[i]; !reached(2*u) && u != q.srcNode {
-				c.classify(q, g.adjArc[i], u)
+		for _, e := range g.adj[g.adjOff[v]:g.adjOff[v+1]] {
+			if !reached(2*e.to) && e.to != q.srcNode {
+				c.classify(q, e.arc, e.to)
 			}
 		}
 	}

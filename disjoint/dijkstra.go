@@ -2,17 +2,12 @@ package disjoint
 
 // scratch holds the per-query working arrays. Graphs keep them in a
 // sync.Pool so that a query allocates almost nothing but its result.
-// Arrays indexed by search node have room for the split network of
+// ns is indexed by search node and has room for the split network of
 // node-disjoint queries (2 × nodes): node v is 2v (in) and 2v+1 (out) there.
 type scratch struct {
-	gen    uint32
-	stamp  []uint32 // dist and prev are valid iff stamp == gen
-	done   []uint32 // settled iff done == gen
-	dist   []int64
-	prev   []int32
+	gen    uint32 // search generation: see nstate.mark
 	potGen uint32
-	potStp []uint32 // potAdj valid iff potStp == potGen
-	potAdj []int64  // potential minus the sum of the round distances
+	ns     []nstate
 	heap   []hitem
 	popped []int32
 
@@ -32,6 +27,17 @@ type scratch struct {
 	linkStp []uint32 // per link, for validation
 }
 
+// nstate is the state of one search node, kept together so that a
+// relaxation touches one cache line.
+type nstate struct {
+	dist    int64  // tentative or final distance (reduced, in residual searches)
+	pot     int64  // potential minus the sum of the round distances
+	prev    int32  // arc code that reached the node
+	mark    uint32 // 2·gen: reached (in the heap); 2·gen+1: settled
+	potMark uint32 // pot is valid iff potMark == potGen
+	pos     int32  // position in the heap while reached
+}
+
 func newScratch(n, m int) *scratch {
 	return &scratch{
 		flow:    make([]uint8, 2*m),
@@ -44,34 +50,35 @@ func newScratch(n, m int) *scratch {
 	}
 }
 
-// ensure grows the search-node arrays to size entries.
+// ensure grows the search-node array to size entries.
 func (s *scratch) ensure(size int) {
-	if len(s.stamp) >= size {
+	if len(s.ns) >= size {
 		return
 	}
-	s.stamp = make([]uint32, size)
-	s.done = make([]uint32, size)
-	s.dist = make([]int64, size)
-	s.prev = make([]int32, size)
-	s.potStp = make([]uint32, size)
-	s.potAdj = make([]int64, size)
+	s.ns = make([]nstate, size)
 	s.gen, s.potGen = 0, 0
 }
 
-func (s *scratch) nextGen() uint32 {
+// nextGen starts a search; it returns the marks of reached and settled nodes.
+func (s *scratch) nextGen() (reach, done uint32) {
 	s.gen++
-	if s.gen == 0 {
-		clear(s.stamp)
-		clear(s.done)
+	if s.gen >= 1<<31-1 {
+		for i := range s.ns {
+			s.ns[i].mark = 0
+		}
 		s.gen = 1
 	}
-	return s.gen
+	return 2 * s.gen, 2*s.gen + 1
 }
+
+func (s *scratch) settled(x int32) bool { return s.ns[x].mark == 2*s.gen+1 }
 
 func (s *scratch) nextPotGen() {
 	s.potGen++
 	if s.potGen == 0 {
-		clear(s.potStp)
+		for i := range s.ns {
+			s.ns[i].potMark = 0
+		}
 		s.potGen = 1
 	}
 }
@@ -103,42 +110,67 @@ type hitem struct {
 
 func less(a, b hitem) bool { return a.d < b.d || (a.d == b.d && a.v < b.v) }
 
-func heapPush(h []hitem, it hitem) []hitem {
-	h = append(h, it)
-	i := len(h) - 1
+// The heap is an indexed 4-ary heap with decrease-key: shallower than a
+// binary heap, the four children share a cache line, and it never holds
+// stale entries. nstate.pos is a node's position in it.
+
+func (s *scratch) siftUp(i int, it hitem) {
+	h, ns := s.heap, s.ns
 	for i > 0 {
-		p := (i - 1) / 2
-		if !less(h[i], h[p]) {
+		p := (i - 1) / 4
+		if !less(it, h[p]) {
 			break
 		}
-		h[i], h[p] = h[p], h[i]
+		h[i] = h[p]
+		ns[h[i].v].pos = int32(i)
 		i = p
 	}
-	return h
+	h[i] = it
+	ns[it.v].pos = int32(i)
 }
 
-func heapPop(h []hitem) (hitem, []hitem) {
+// hpush inserts a node that is not in the heap.
+func (s *scratch) hpush(it hitem) {
+	s.heap = append(s.heap, it)
+	s.siftUp(len(s.heap)-1, it)
+}
+
+// hdecrease lowers the key of a node that is in the heap.
+func (s *scratch) hdecrease(it hitem) { s.siftUp(int(s.ns[it.v].pos), it) }
+
+func (s *scratch) hpop() hitem {
+	h, ns := s.heap, s.ns
 	top := h[0]
 	n := len(h) - 1
-	h[0] = h[n]
+	last := h[n]
 	h = h[:n]
+	s.heap = h
+	if n == 0 {
+		return top
+	}
 	i := 0
 	for {
-		l := 2*i + 1
-		if l >= n {
+		c := 4*i + 1
+		if c >= n {
 			break
 		}
-		c := l
-		if r := l + 1; r < n && less(h[r], h[l]) {
-			c = r
+		best := c
+		end := min(c+4, n)
+		for j := c + 1; j < end; j++ {
+			if less(h[j], h[best]) {
+				best = j
+			}
 		}
-		if !less(h[c], h[i]) {
+		if !less(h[best], last) {
 			break
 		}
-		h[i], h[c] = h[c], h[i]
-		i = c
+		h[i] = h[best]
+		ns[h[i].v].pos = int32(i)
+		i = best
 	}
-	return top, h
+	h[i] = last
+	ns[last.v].pos = int32(i)
+	return top
 }
 
 // query is the state of one request.
@@ -212,48 +244,106 @@ func (q *query) maskNode(v int32, d int32) {
 func (q *query) spt(src, dst int32) (int64, bool) {
 	s, g := q.s, q.g
 	q.work++
-	gen := s.nextGen()
+	reach, done := s.nextGen()
 	s.popped = s.popped[:0]
-	h := s.heap[:0]
-	s.stamp[src], s.dist[src], s.prev[src] = gen, 0, -1
-	h = heapPush(h, hitem{0, src})
-	stamp, done, dist, prev := s.stamp, s.done, s.dist, s.prev
-	adjOff, adjArc, adjTo, adjCost := g.adjOff, g.adjArc, g.adjTo, g.adjCost
+	s.heap = s.heap[:0]
+	ns := s.ns
+	ns[src].dist, ns[src].prev, ns[src].mark = 0, -1, reach
+	s.hpush(hitem{0, src})
+	adjOff, adj := g.adjOff, g.adj
 	masked, capped := q.masks > 0, q.rate > 0
-	for len(h) > 0 {
-		var it hitem
-		it, h = heapPop(h)
+	for len(s.heap) > 0 {
+		it := s.hpop()
 		v := it.v
-		if done[v] == gen {
-			continue
-		}
-		done[v] = gen
+		ns[v].mark = done
 		s.popped = append(s.popped, v)
 		if v == dst {
-			s.heap = h
 			return it.d, true
 		}
-		for i := adjOff[v]; i < adjOff[v+1]; i++ {
-			u := adjTo[i]
-			if done[u] == gen {
+		for _, e := range adj[adjOff[v]:adjOff[v+1]] {
+			u := e.to
+			su := &ns[u]
+			if su.mark == done {
 				continue
 			}
-			a := adjArc[i]
+			if masked && (s.linkOff[e.arc>>1] != 0 || s.nodeOff[u] != 0) {
+				continue
+			}
+			if capped && !q.arcUsable(e.arc) {
+				continue
+			}
+			nd := it.d + int64(e.cost)
+			if su.mark != reach {
+				su.dist, su.prev, su.mark = nd, e.arc, reach
+				s.hpush(hitem{nd, u})
+			} else if nd < su.dist {
+				su.dist, su.prev = nd, e.arc
+				s.hdecrease(hitem{nd, u})
+			}
+		}
+	}
+	return 0, false
+}
+
+// rspt is Dijkstra backwards from dst over the arcs that lead to it,
+// stopping when src is settled: dist is then the distance to dst and prev
+// the next arc towards dst. Capacity is checked in the direction of travel.
+func (q *query) rspt(src, dst int32) (int64, bool) {
+	s, g := q.s, q.g
+	q.work++
+	reach, done := s.nextGen()
+	s.popped = s.popped[:0]
+	s.heap = s.heap[:0]
+	ns := s.ns
+	ns[dst].dist, ns[dst].prev, ns[dst].mark = 0, -1, reach
+	s.hpush(hitem{0, dst})
+	adjOff, adj := g.adjOff, g.adj
+	masked, capped := q.masks > 0, q.rate > 0
+	for len(s.heap) > 0 {
+		it := s.hpop()
+		v := it.v
+		ns[v].mark = done
+		s.popped = append(s.popped, v)
+		if v == src {
+			return it.d, true
+		}
+		for _, e := range adj[adjOff[v]:adjOff[v+1]] {
+			u, a := e.to, e.arc^1 // the arc u→v
+			su := &ns[u]
+			if su.mark == done {
+				continue
+			}
 			if masked && (s.linkOff[a>>1] != 0 || s.nodeOff[u] != 0) {
 				continue
 			}
 			if capped && !q.arcUsable(a) {
 				continue
 			}
-			nd := it.d + adjCost[i]
-			if stamp[u] != gen || nd < dist[u] {
-				stamp[u], dist[u], prev[u] = gen, nd, a
-				h = heapPush(h, hitem{nd, u})
+			nd := it.d + int64(e.cost)
+			if su.mark != reach {
+				su.dist, su.prev, su.mark = nd, a, reach
+				s.hpush(hitem{nd, u})
+			} else if nd < su.dist {
+				su.dist, su.prev = nd, a
+				s.hdecrease(hitem{nd, u})
 			}
 		}
 	}
-	s.heap = h
 	return 0, false
+}
+
+// rsptArcs extracts the src→dst path found by the last rspt call.
+func (q *query) rsptArcs(src, dst int32) []int32 {
+	var out []int32
+	for v := src; v != dst; {
+		a := q.s.ns[v].prev
+		out = append(out, a)
+		v = q.g.arcHead(a)
+		if len(out) > len(q.g.nodeNames) {
+			return nil // cannot happen: prev forms a tree
+		}
+	}
+	return out
 }
 
 // arcTail and arcHead return the ends of arc a in the original graph.
@@ -276,7 +366,7 @@ func (g *Graph) arcHead(a int32) int32 {
 func (q *query) sptArcs(src, dst int32, buf []int32) []int32 {
 	buf = buf[:0]
 	for v := dst; v != src; {
-		a := q.s.prev[v]
+		a := q.s.ns[v].prev
 		buf = append(buf, a)
 		v = q.g.arcTail(a)
 		if len(buf) > len(q.g.nodeNames) {

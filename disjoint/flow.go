@@ -30,8 +30,8 @@ func (q *query) outNode(v int32) int32 {
 }
 
 func (q *query) pot(x int32) int64 {
-	if q.s.potStp[x] == q.s.potGen {
-		return q.s.potAdj[x]
+	if st := &q.s.ns[x]; st.potMark == q.s.potGen {
+		return st.pot
 	}
 	return 0
 }
@@ -43,27 +43,40 @@ func (q *query) pot(x int32) int64 {
 func (q *query) minSum(src, dst int32, k int, wantCut bool) (paths [][]int32, cut *cutInfo, err error) {
 	s, g := q.s, q.g
 	q.srcNode = src
-	D, ok := q.spt(src, dst)
+	if k == 1 {
+		D, ok := q.spt(src, dst)
+		_ = D
+		if !ok {
+			if wantCut {
+				cut = q.cutFromSPT()
+			}
+			return nil, cut, nil
+		}
+		return [][]int32{q.sptArcs(src, dst, nil)}, nil, nil
+	}
+	// The first path comes from a search backwards from the target: its
+	// distances to the target, h, give the potential D − min(h, D), which
+	// keeps reduced costs non-negative, makes the first path's arcs (and
+	// their reversals) cost 0, and steers the residual searches towards the
+	// target like an A* heuristic.
+	D, ok := q.rspt(src, dst)
 	if !ok {
 		if wantCut {
+			q.spt(src, dst) // the forward reachable set gives the cut
 			cut = q.cutFromSPT()
 		}
 		return nil, cut, nil
 	}
-	first := q.sptArcs(src, dst, nil)
-	if k == 1 {
-		return [][]int32{first}, nil, nil
-	}
+	first := q.rsptArcs(src, dst)
 	defer q.resetFlow()
-	// Potentials from the first search: min(d(v), D) for every node.
 	s.nextPotGen()
 	for _, v := range s.popped {
-		adj := s.dist[v] - D
+		p := D - s.ns[v].dist
 		if q.mode == NodeDisjoint {
-			s.potStp[2*v], s.potAdj[2*v] = s.potGen, adj
-			s.potStp[2*v+1], s.potAdj[2*v+1] = s.potGen, adj
+			s.ns[2*v].pot, s.ns[2*v].potMark = p, s.potGen
+			s.ns[2*v+1].pot, s.ns[2*v+1].potMark = p, s.potGen
 		} else {
-			s.potStp[v], s.potAdj[v] = s.potGen, adj
+			s.ns[v].pot, s.ns[v].potMark = p, s.potGen
 		}
 	}
 	for i, a := range first {
@@ -84,8 +97,9 @@ func (q *query) minSum(src, dst int32, k int, wantCut bool) (paths [][]int32, cu
 			break
 		}
 		for _, x := range s.popped {
-			s.potAdj[x] = q.pot(x) + s.dist[x] - D
-			s.potStp[x] = s.potGen
+			st := &s.ns[x]
+			st.pot = q.pot(x) + st.dist - D
+			st.potMark = s.potGen
 		}
 		if err := q.augment(xs, xt); err != nil {
 			return nil, nil, err
@@ -114,62 +128,61 @@ func (q *query) resetFlow() {
 func (q *query) residualSearch(xs, xt, src, dst int32) (int64, bool) {
 	s, g := q.s, q.g
 	q.work++
-	gen := s.nextGen()
+	reach, done := s.nextGen()
 	s.popped = s.popped[:0]
-	h := s.heap[:0]
-	s.stamp[xs], s.dist[xs], s.prev[xs] = gen, 0, -1
-	h = heapPush(h, hitem{0, xs})
-	stamp, done, dist, prev := s.stamp, s.done, s.dist, s.prev
-	potStp, potAdj, potGen := s.potStp, s.potAdj, s.potGen
+	s.heap = s.heap[:0]
+	ns := s.ns
+	ns[xs].dist, ns[xs].prev, ns[xs].mark = 0, -1, reach
+	s.hpush(hitem{0, xs})
+	potGen := s.potGen
 	flow, split := s.flow, s.split
-	adjOff, adjArc, adjTo, adjCost := g.adjOff, g.adjArc, g.adjTo, g.adjCost
+	adjOff, adj := g.adjOff, g.adj
 	masked, capped := q.masks > 0, q.rate > 0
 	nodeMode := q.mode == NodeDisjoint
 	m2 := int32(2 * len(g.links))
-	for len(h) > 0 {
-		var it hitem
-		it, h = heapPop(h)
+	for len(s.heap) > 0 {
+		it := s.hpop()
 		x := it.v
-		if done[x] == gen {
-			continue
-		}
-		done[x] = gen
+		sx := &ns[x]
+		sx.mark = done
 		s.popped = append(s.popped, x)
 		if x == xt {
-			s.heap = h
 			return it.d, true
 		}
 		base := it.d
-		if potStp[x] == potGen {
-			base += potAdj[x]
+		if sx.potMark == potGen {
+			base += sx.pot
 		}
-		// relax inlined below: y, nd (before subtracting pot(y)), code.
 		if !nodeMode {
-			for i := adjOff[x]; i < adjOff[x+1]; i++ {
-				y := adjTo[i]
-				if done[y] == gen {
+			for _, e := range adj[adjOff[x]:adjOff[x+1]] {
+				y := e.to
+				sy := &ns[y]
+				if sy.mark == done {
 					continue
 				}
-				a := adjArc[i]
+				a := e.arc
 				if masked && (s.linkOff[a>>1] != 0 || s.nodeOff[y] != 0) {
 					continue
 				}
 				var nd int64
 				var code int32
 				switch {
-				case flow[a^1] != 0:
-					nd, code = base-adjCost[i], (a^1)<<1|1
+				case flow[a^1] != 0: // y→x carries flow: cancel it
+					nd, code = base-int64(e.cost), (a^1)<<1|1
 				case flow[a] == 0 && (!capped || q.arcUsable(a)):
-					nd, code = base+adjCost[i], a<<1
+					nd, code = base+int64(e.cost), a<<1
 				default:
 					continue
 				}
-				if potStp[y] == potGen {
-					nd -= potAdj[y]
+				if sy.potMark == potGen {
+					nd -= sy.pot
 				}
-				if stamp[y] != gen || nd < dist[y] {
-					stamp[y], dist[y], prev[y] = gen, nd, code
-					h = heapPush(h, hitem{nd, y})
+				if sy.mark != reach {
+					sy.dist, sy.prev, sy.mark = nd, code, reach
+					s.hpush(hitem{nd, y})
+				} else if nd < sy.dist {
+					sy.dist, sy.prev = nd, code
+					s.hdecrease(hitem{nd, y})
 				}
 			}
 			continue
@@ -177,23 +190,21 @@ func (q *query) residualSearch(xs, xt, src, dst int32) (int64, bool) {
 		v := x >> 1
 		if x&1 == 0 { // v_in
 			if v != src && v != dst && split[v] == 0 {
-				h = q.relax(h, 2*v+1, base, (m2+v)<<1)
+				q.relax(2*v+1, base, (m2+v)<<1)
 			}
-			for i := adjOff[v]; i < adjOff[v+1]; i++ {
-				a := adjArc[i]
-				if flow[a^1] != 0 { // u→v carries flow: cancel it, to u_out
-					h = q.relax(h, 2*adjTo[i]+1, base-adjCost[i], (a^1)<<1|1)
+			for _, e := range adj[adjOff[v]:adjOff[v+1]] {
+				if flow[e.arc^1] != 0 { // u→v carries flow: cancel it, to u_out
+					q.relax(2*e.to+1, base-int64(e.cost), (e.arc^1)<<1|1)
 				}
 			}
 			continue
 		}
 		// v_out
 		if split[v] != 0 {
-			h = q.relax(h, 2*v, base, (m2+v)<<1|1)
+			q.relax(2*v, base, (m2+v)<<1|1)
 		}
-		for i := adjOff[v]; i < adjOff[v+1]; i++ {
-			u := adjTo[i]
-			a := adjArc[i]
+		for _, e := range adj[adjOff[v]:adjOff[v+1]] {
+			u, a := e.to, e.arc
 			if u == src || flow[a] != 0 {
 				continue
 			}
@@ -203,27 +214,30 @@ func (q *query) residualSearch(xs, xt, src, dst int32) (int64, bool) {
 			if capped && !q.arcUsable(a) {
 				continue
 			}
-			h = q.relax(h, 2*u, base+adjCost[i], a<<1)
+			q.relax(2*u, base+int64(e.cost), a<<1)
 		}
 	}
-	s.heap = h
 	return 0, false
 }
 
 // relax offers y the reduced distance nd − pot(y) through arc code.
-func (q *query) relax(h []hitem, y int32, nd int64, code int32) []hitem {
+func (q *query) relax(y int32, nd int64, code int32) {
 	s := q.s
-	if s.done[y] == s.gen {
-		return h
+	sy := &s.ns[y]
+	reach := 2 * s.gen
+	if sy.mark == reach+1 {
+		return
 	}
-	if s.potStp[y] == s.potGen {
-		nd -= s.potAdj[y]
+	if sy.potMark == s.potGen {
+		nd -= sy.pot
 	}
-	if s.stamp[y] != s.gen || nd < s.dist[y] {
-		s.stamp[y], s.dist[y], s.prev[y] = s.gen, nd, code
-		h = heapPush(h, hitem{nd, y})
+	if sy.mark != reach {
+		sy.dist, sy.prev, sy.mark = nd, code, reach
+		s.hpush(hitem{nd, y})
+	} else if nd < sy.dist {
+		sy.dist, sy.prev = nd, code
+		s.hdecrease(hitem{nd, y})
 	}
-	return h
 }
 
 // augment pushes one unit along the path found by residualSearch.
@@ -231,10 +245,10 @@ func (q *query) augment(xs, xt int32) error {
 	s, g := q.s, q.g
 	m2 := int32(2 * len(g.links))
 	for x, steps := xt, 0; x != xs; steps++ {
-		if steps > len(s.stamp)+1 {
+		if steps > len(s.ns)+1 {
 			return fmt.Errorf("%w: augmenting path does not end", ErrInternal)
 		}
-		code := s.prev[x]
+		code := s.ns[x].prev
 		arc, back := code>>1, code&1 == 1
 		switch {
 		case arc < m2 && back:
@@ -282,9 +296,9 @@ func (q *query) decompose(src, dst int32, k int) ([][]int32, error) {
 				return nil, fmt.Errorf("%w: flow decomposition does not end", ErrInternal)
 			}
 			a := int32(-1)
-			for i := g.adjOff[v]; i < g.adjOff[v+1]; i++ {
-				if s.flow[g.adjArc[i]] == 1 {
-					a = g.adjArc[i]
+			for _, e := range g.adj[g.adjOff[v]:g.adjOff[v+1]] {
+				if s.flow[e.arc] == 1 {
+					a = e.arc
 					break
 				}
 			}

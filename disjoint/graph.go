@@ -43,12 +43,9 @@ type Graph struct {
 	srlgNames []string
 	srlgLinks [][]int32
 
-	// CSR adjacency: for node v, entries adjOff[v]..adjOff[v+1]-1, in link
-	// order. adjArc is the arc leaving v: 2l for A→B, 2l+1 for B→A.
-	adjOff  []int32
-	adjArc  []int32
-	adjTo   []int32
-	adjCost []int64
+	// CSR adjacency: for node v, adj[adjOff[v]:adjOff[v+1]], in link order.
+	adjOff []int32
+	adj    []adjEntry
 
 	pool sync.Pool // *scratch
 }
@@ -138,22 +135,26 @@ func New(nodes []string, links []Link) (*Graph, error) {
 		deg[v] += deg[v-1]
 	}
 	g.adjOff = deg
-	n2 := 2 * len(links)
-	g.adjArc = make([]int32, n2)
-	g.adjTo = make([]int32, n2)
-	g.adjCost = make([]int64, n2)
+	g.adj = make([]adjEntry, 2*len(links))
 	fill := append([]int32(nil), deg[:len(nodes)]...)
 	for i := range links {
 		a, b := g.la[i], g.lb[i]
 		p := fill[a]
 		fill[a]++
-		g.adjArc[p], g.adjTo[p], g.adjCost[p] = int32(2*i), b, g.lcost[i]
+		g.adj[p] = adjEntry{to: b, arc: int32(2 * i), cost: links[i].Cost}
 		p = fill[b]
 		fill[b]++
-		g.adjArc[p], g.adjTo[p], g.adjCost[p] = int32(2*i+1), a, g.lcost[i]
+		g.adj[p] = adjEntry{to: a, arc: int32(2*i + 1), cost: links[i].Cost}
 	}
 	g.pool.New = func() any { return newScratch(len(nodes), len(links)) }
 	return g, nil
+}
+
+// adjEntry is one arc leaving a node: arc 2l goes A→B on link l, 2l+1 B→A.
+type adjEntry struct {
+	to   int32
+	arc  int32
+	cost uint32
 }
 
 func availOf(capacity uint64, reservable float64) uint64 {
