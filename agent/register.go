@@ -1,0 +1,161 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	vonv1 "github.com/vonproject/von/proto/von/v1"
+)
+
+// endpoint is the AgentService address reported to the manager.
+func (a *Agent) endpoint() string {
+	if a.cfg.Endpoint != "" {
+		return a.cfg.Endpoint
+	}
+	addr := a.lis.Addr().String()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(h, port)
+		}
+	}
+	return addr
+}
+
+// registerLoop registers with the manager until ctx ends: with exponential
+// backoff while the manager is unreachable, then every RegisterInterval as a
+// liveness heartbeat. The first success after start or after a failure
+// converges to the desired state the manager returns.
+func (a *Agent) registerLoop(ctx context.Context) {
+	if a.cfg.ManagerAddr == "" {
+		a.log.Warn("no manager address: the agent will not register (it still serves AgentService)")
+		return
+	}
+	conn, err := grpc.NewClient(a.cfg.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		a.log.Error("bad manager address; not registering", "manager", a.cfg.ManagerAddr, "err", err)
+		return
+	}
+	defer conn.Close()
+	client := vonv1.NewAgentRegistryServiceClient(conn)
+	converge, failures := true, 0
+	const minBackoff = 200 * time.Millisecond
+	backoff := minBackoff
+	for {
+		err := a.registerOnce(ctx, client, converge)
+		wait := a.cfg.RegisterInterval
+		if err == nil {
+			if failures > 0 {
+				a.log.Info("manager reachable again", "manager", a.cfg.ManagerAddr, "failed_attempts", failures)
+			}
+			converge, failures, backoff = false, 0, minBackoff
+		} else {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if failures == 1 || failures%10 == 0 {
+				a.log.Warn("register with the manager failed; retrying", "manager", a.cfg.ManagerAddr, "attempt", failures, "err", err)
+			}
+			converge = true
+			wait = backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, a.cfg.RegisterInterval)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, converge bool) error {
+	ifs, err := a.kern.interfaces()
+	if err != nil {
+		return err
+	}
+	req := &vonv1.AgentRegistryServiceRegisterRequest{Node: a.cfg.Node, Endpoint: a.endpoint(),
+		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version}
+	a.mu.Lock()
+	sentSeq := a.st.seq
+	a.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.RegisterTimeout)
+	resp, err := client.Register(cctx, req)
+	cancel()
+	if err != nil {
+		a.met.register.WithLabelValues("error").Inc()
+		return err
+	}
+	a.met.register.WithLabelValues("ok").Inc()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return ErrClosed
+	}
+	if resp.GetLeaderEpoch() > a.st.epoch {
+		a.log.Info("new leader epoch from registration", "epoch", resp.GetLeaderEpoch(), "previous", a.st.epoch)
+		a.st.epoch = resp.GetLeaderEpoch()
+		if !converge {
+			_ = a.persistLocked()
+		}
+	}
+	if !converge {
+		return nil
+	}
+	return a.adoptLocked(ctx, resp, sentSeq)
+}
+
+// adoptLocked converges to the desired state a registration returned and
+// resolves in-doubt holds: a hold whose ON is listed is committed, every other
+// hold is aborted. Holds and commits newer than the Register request (journal
+// seq > sentSeq) raced with it and are kept.
+func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServiceRegisterResponse, sentSeq uint64) error {
+	var specs []*vonv1.PartitionSpec
+	listed := map[uint32]bool{}
+	for _, sp := range resp.GetPartitions() {
+		if err := checkSpec(sp, a.cfg.MaxTTL); err != nil {
+			a.log.Error("manager sent an invalid partition; ignoring it", "err", err)
+			continue
+		}
+		if listed[sp.GetOnId()] {
+			a.log.Error("manager listed an ON twice; using the first", "on", sp.GetOnId())
+			continue
+		}
+		listed[sp.GetOnId()] = true
+		specs = append(specs, sp)
+	}
+	now := time.Now()
+	for txn, h := range a.st.holds {
+		if h.Seq > sentSeq {
+			continue
+		}
+		id := h.Spec.GetOnId()
+		delete(a.st.holds, txn)
+		if listed[id] {
+			a.st.hist.put(outcome{Op: opCommit, TxnID: txn, OnID: id, Time: now})
+			a.log.Info("in-doubt hold resolved as committed by registration", "txn", txn, "on", id)
+		} else {
+			a.st.hist.put(outcome{Op: opEnd, TxnID: txn, OnID: id, Reason: "been aborted (not committed per registration)", Time: now})
+			a.log.Info("in-doubt hold resolved as aborted by registration", "txn", txn, "on", id)
+		}
+	}
+	epoch := a.st.epoch
+	_, err := a.replaceCommittedLocked(ctx, specs, fmt.Sprintf("register@%d", epoch), epoch,
+		func(c *committedON) bool { return c.Seq > sentSeq })
+	if perr := a.persistLocked(); err == nil {
+		err = perr
+	}
+	return err
+}
