@@ -113,7 +113,8 @@ func (m *Manager) Store() *Store { return m.store }
 // Epoch is the leader epoch, 0 while not leading.
 func (m *Manager) Epoch() uint64 { return m.epoch.Load() }
 
-// Leading is closed once this manager leads.
+// Leading is closed once this manager leads and has finished the rounds its
+// predecessor left.
 func (m *Manager) Leading() <-chan struct{} { return m.leader }
 
 // Run campaigns for leadership and, once leader, recovers unfinished transactions and
@@ -132,7 +133,6 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	m.epoch.Store(uint64(el.Rev()))
-	close(m.leader)
 	m.log.Info("leading", "id", m.cfg.ID, "epoch", el.Rev())
 	defer func() {
 		m.epoch.Store(0)
@@ -141,6 +141,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.recover(ctx); err != nil && ctx.Err() == nil {
 		m.log.Error("recovery", "err", err)
 	}
+	close(m.leader)
 	var wg sync.WaitGroup
 	loop := func(every time.Duration, fn func(context.Context)) {
 		wg.Add(1)
