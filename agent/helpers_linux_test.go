@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -284,5 +283,3 @@ func status1(t *testing.T, r *running, id uint32) (*vonv1.PartitionStatus, bool)
 	}
 	return nil, false
 }
-
-var errNo = errors.New("no")
