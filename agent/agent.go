@@ -39,6 +39,10 @@ type Agent struct {
 	skipped    map[uint32]string // committed ONs not enforced now, with the reason
 	applyErr   error             // last convergence error; nil when converged
 	journalErr error             // last journal write error; the watchdog retries
+	// Journal seqs of manager pushes that a Register answer computed earlier
+	// must not undo: the last Sync, and releases by ON id.
+	syncSeq    uint64
+	releaseSeq map[uint32]uint64
 	closed     bool
 }
 
@@ -61,7 +65,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, skipped: map[uint32]string{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, skipped: map[uint32]string{}, releaseSeq: map[uint32]uint64{}}
 	ok := false
 	defer func() {
 		if !ok {

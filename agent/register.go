@@ -101,6 +101,13 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 	a.met.register.WithLabelValues("ok").Inc()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer func() {
+		for id, seq := range a.releaseSeq {
+			if seq <= sentSeq {
+				delete(a.releaseSeq, id) // every later registration is sent after it
+			}
+		}
+	}()
 	if a.closed {
 		return ErrClosed
 	}
@@ -119,12 +126,19 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 
 // adoptLocked converges to the desired state a registration returned and
 // resolves in-doubt holds: a hold whose ON is listed is committed, every other
-// hold is aborted. Holds and commits newer than the Register request (journal
-// seq > sentSeq) raced with it and are kept.
+// hold is aborted. Holds, commits, releases and Syncs newer than the Register
+// request (journal seq > sentSeq) raced with it and win over the answer.
 func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServiceRegisterResponse, sentSeq uint64) error {
+	if a.syncSeq > sentSeq {
+		a.log.Info("a Sync arrived while registering; keeping its state")
+		return nil
+	}
 	var specs []*vonv1.PartitionSpec
 	listed := map[uint32]bool{}
 	for _, sp := range resp.GetPartitions() {
+		if a.releaseSeq[sp.GetOnId()] > sentSeq {
+			continue // released after the manager computed this answer
+		}
 		if err := checkSpec(sp, a.cfg.MaxTTL); err != nil {
 			a.log.Error("manager sent an invalid partition; ignoring it", "err", err)
 			continue

@@ -380,6 +380,7 @@ func (s *service) Release(ctx context.Context, req *vonv1.AgentServiceReleaseReq
 	}
 	removed := false
 	now := time.Now()
+	a.releaseSeq[id] = a.st.nextSeq()
 	for t, h := range a.st.holds {
 		if h.Spec.GetOnId() == id {
 			delete(a.st.holds, t)
@@ -423,6 +424,7 @@ func (s *service) Sync(ctx context.Context, req *vonv1.AgentServiceSyncRequest) 
 	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
+	a.syncSeq = a.st.nextSeq()
 	resp, err := a.replaceCommittedLocked(ctx, req.GetPartitions(), fmt.Sprintf("sync@%d", req.GetLeaderEpoch()), req.GetLeaderEpoch(), nil)
 	if perr := a.persistLocked(); err == nil {
 		err = perr
