@@ -25,6 +25,9 @@ type scratch struct {
 
 	linkGen uint32
 	linkStp []uint32 // per link, for validation
+
+	useGen uint32   // < 1<<30
+	use    []uint32 // per link: useGen<<2 | usable A→B | usable B→A<<1
 }
 
 // nstate is the state of one search node, kept together so that a
@@ -80,6 +83,18 @@ func (s *scratch) nextPotGen() {
 			s.ns[i].potMark = 0
 		}
 		s.potGen = 1
+	}
+}
+
+func (s *scratch) nextUseGen(m int) {
+	if len(s.use) < m {
+		s.use = make([]uint32, m)
+		s.useGen = 0
+	}
+	s.useGen++
+	if s.useGen >= 1<<30 {
+		clear(s.use)
+		s.useGen = 1
 	}
 }
 
@@ -206,6 +221,9 @@ func (g *Graph) newQuery(opt *Options) *query {
 		size *= 2
 	}
 	q.s.ensure(size)
+	if q.rate > 0 {
+		q.s.nextUseGen(len(g.links))
+	}
 	for _, l := range opt.ExcludeLinks {
 		q.maskLink(int32(l), 1)
 	}

@@ -2,6 +2,7 @@ package disjoint
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -511,5 +512,51 @@ func TestPlanMembers(t *testing.T) {
 	var e *NoPairError
 	if !errors.As(err, &e) || e.Constraint != ConstraintTopology || !strings.Contains(err.Error(), "is a bridge") {
 		t.Fatalf("single-homed member: %v", err)
+	}
+}
+
+func TestConcurrentQueries(t *testing.T) {
+	g := loadGraph(t, "testdata/isp.yaml")
+	want := map[[2]int]int64{}
+	hosts := []int{}
+	for v := range g.NumNodes() {
+		if strings.HasPrefix(g.NodeName(v), "h-") && !strings.HasSuffix(g.NodeName(v), "-9") {
+			hosts = append(hosts, v)
+		}
+	}
+	hosts = hosts[:20]
+	for _, a := range hosts {
+		for _, b := range hosts {
+			if a != b {
+				r, err := g.Disjoint(a, b, Options{Mode: NodeDisjoint})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want[[2]int{a, b}] = r.TotalCost
+			}
+		}
+	}
+	errc := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i, a := range hosts {
+				for j, b := range hosts {
+					if a == b || (i+j)%4 != w {
+						continue
+					}
+					r, err := g.Disjoint(a, b, Options{Mode: NodeDisjoint})
+					if err != nil || r.TotalCost != want[[2]int{a, b}] {
+						errc <- fmt.Errorf("%d→%d: %v %v", a, b, r, err)
+						return
+					}
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

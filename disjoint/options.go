@@ -135,14 +135,27 @@ func (q *query) headroom(l int32, fromA bool) uint64 {
 }
 
 // arcUsable reports whether arc a (2l: A→B, 2l+1: B→A) can carry the rate.
+// The answer for both directions of a link is computed once per query and
+// cached (s.use), so Reserved is called at most twice per link touched.
 func (q *query) arcUsable(a int32) bool {
 	if q.rate == 0 {
 		return true
 	}
 	l := a >> 1
-	fromA := a&1 == 0
-	if q.headroom(l, fromA) < q.rate {
-		return false
+	u := q.s.use[l]
+	if u>>2 != q.s.useGen {
+		ab, ba := q.headroom(l, true) >= q.rate, q.headroom(l, false) >= q.rate
+		if q.dir == BothDirections {
+			ab, ba = ab && ba, ab && ba
+		}
+		u = q.s.useGen << 2
+		if ab {
+			u |= 1
+		}
+		if ba {
+			u |= 2
+		}
+		q.s.use[l] = u
 	}
-	return q.dir == Forward || q.headroom(l, !fromA) >= q.rate
+	return u&(1<<(a&1)) != 0
 }
