@@ -43,6 +43,7 @@ type Agent struct {
 	// must not undo: the last Sync, and releases by ON id.
 	syncSeq    uint64
 	releaseSeq map[uint32]uint64
+	startSeq   uint64 // journal seq when the agent started: older holds survived a restart
 	closed     bool
 }
 
@@ -65,7 +66,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, skipped: map[uint32]string{}, releaseSeq: map[uint32]uint64{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, skipped: map[uint32]string{}, releaseSeq: map[uint32]uint64{}, startSeq: st.seq}
 	ok := false
 	defer func() {
 		if !ok {

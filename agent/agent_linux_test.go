@@ -16,7 +16,6 @@ import (
 // Prepare holds without touching the kernel; Commit installs the HTB class and
 // ON packets are classified into it, other traffic is not.
 func TestPrepareCommitInstallsAndClassifies(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	r := startAgent(t, tb, t.TempDir(), func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
 	const id = 0xA1B2C3D4
@@ -85,7 +84,6 @@ func TestPrepareCommitInstallsAndClassifies(t *testing.T) {
 
 // Retried 2PC calls return their first outcome; presumed abort; fencing.
 func TestIdempotencyPresumedAbortAndFencing(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	r := startAgent(t, tb, t.TempDir(), nil)
 	ctx := ctxT(t)
@@ -182,7 +180,6 @@ func TestIdempotencyPresumedAbortAndFencing(t *testing.T) {
 
 // Prepare refuses what the router cannot enforce, with a reason that says why.
 func TestPrepareRefusesWithReason(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	r := startAgent(t, tb, t.TempDir(), nil)
 	install(t, r, "a", 1, spec(1, 15_000_000, time.Minute))
@@ -235,7 +232,6 @@ func TestPrepareRefusesWithReason(t *testing.T) {
 
 // A hold without a decision is dropped after hold_ttl (presumed abort).
 func TestPreparedHoldExpires(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	r := startAgent(t, tb, t.TempDir(), nil)
 	if v := prepare(t, r, "h", 1, spec(11, 15_000_000, time.Minute), 300*time.Millisecond); v.GetVote() != vonv1.Vote_VOTE_PREPARED {
@@ -263,7 +259,6 @@ func TestPreparedHoldExpires(t *testing.T) {
 // The failsafe removes a partition whose lease runs out unrefreshed, but a
 // gap shorter than the lease changes nothing.
 func TestLeaseFailsafe(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	reg := startRegistry(t)
 	r := startAgent(t, tb, t.TempDir(), func(c *Config) { c.ManagerAddr = reg.addr })

@@ -125,16 +125,22 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 }
 
 // adoptLocked converges to the desired state a registration returned and
-// resolves in-doubt holds: a hold whose ON is listed is committed, every other
-// hold is aborted. Holds, commits, releases and Syncs newer than the Register
-// request (journal seq > sentSeq) raced with it and win over the answer.
+// resolves in-doubt holds. A hold is in doubt when it was prepared before the
+// Register request was sent and either survived a restart of the agent or was
+// prepared under a lower leader epoch than the answer's (a new leader aborts
+// its predecessor's undecided rounds). An in-doubt hold whose ON is listed
+// with the same spec is committed; any other in-doubt hold is aborted. Other
+// holds belong to a round the current leader may still decide and are left to
+// their decision or their hold_ttl. Holds, commits, releases and Syncs newer
+// than the Register request (journal seq > sentSeq) raced with it and win
+// over the answer.
 func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServiceRegisterResponse, sentSeq uint64) error {
 	if a.syncSeq > sentSeq {
 		a.log.Info("a Sync arrived while registering; keeping its state")
 		return nil
 	}
 	var specs []*vonv1.PartitionSpec
-	listed := map[uint32]bool{}
+	listed := map[uint32]*vonv1.PartitionSpec{}
 	for _, sp := range resp.GetPartitions() {
 		if a.releaseSeq[sp.GetOnId()] > sentSeq {
 			continue // released after the manager computed this answer
@@ -143,21 +149,21 @@ func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServic
 			a.log.Error("manager sent an invalid partition; ignoring it", "err", err)
 			continue
 		}
-		if listed[sp.GetOnId()] {
+		if listed[sp.GetOnId()] != nil {
 			a.log.Error("manager listed an ON twice; using the first", "on", sp.GetOnId())
 			continue
 		}
-		listed[sp.GetOnId()] = true
+		listed[sp.GetOnId()] = sp
 		specs = append(specs, sp)
 	}
 	now := time.Now()
 	for txn, h := range a.st.holds {
-		if h.Seq > sentSeq {
+		if h.Seq > sentSeq || (h.Seq > a.startSeq && h.Epoch >= resp.GetLeaderEpoch()) {
 			continue
 		}
 		id := h.Spec.GetOnId()
 		delete(a.st.holds, txn)
-		if listed[id] {
+		if sp := listed[id]; sp != nil && sameSpec(sp, h.Spec) {
 			a.st.hist.put(outcome{Op: opCommit, TxnID: txn, OnID: id, Time: now})
 			a.log.Info("in-doubt hold resolved as committed by registration", "txn", txn, "on", id)
 		} else {

@@ -16,7 +16,6 @@ import (
 // the ON's HTB class is not re-created, its counters keep growing. Leases
 // that ran out while it was down are removed; holds survive.
 func TestRestartKeepsPartitionsUntouched(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	dir := t.TempDir()
 	r := startAgent(t, tb, dir, nil)
@@ -83,7 +82,6 @@ func TestRestartKeepsPartitionsUntouched(t *testing.T) {
 // desired state Register returns, heartbeats, and after a manager outage
 // resolves in-doubt holds and removes orphans from the answer.
 func TestRegisterConvergesAndResolvesHolds(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	reg := startRegistry(t)
 	reg.set(&vonv1.AgentRegistryServiceRegisterResponse{LeaderEpoch: 9, Partitions: []*vonv1.PartitionSpec{spec(41, 2_000_000, time.Minute)}})
@@ -154,7 +152,6 @@ func TestRegisterConvergesAndResolvesHolds(t *testing.T) {
 
 // Sync converges to the complete list: installs, updates and removes.
 func TestSyncConverges(t *testing.T) {
-	t.Parallel()
 	tb := bed(t)
 	r := startAgent(t, tb, t.TempDir(), func(c *Config) { c.ReconcileInterval = 500 * time.Millisecond })
 	ctx := ctxT(t)
