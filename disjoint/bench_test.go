@@ -179,3 +179,34 @@ func BenchmarkPairOverDijkstra(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkISP cycles through the host pairs of examples/isp.yaml (378
+// nodes, 730 links, 38 SRLGs on the backbone) that have a redundant pair.
+func BenchmarkISP(b *testing.B) {
+	g := loadGraph(b, "../examples/isp.yaml")
+	var hosts []int
+	for v := range g.NumNodes() {
+		if name := g.NodeName(v); name[0] == 'h' && name[len(name)-2:] != "-9" {
+			hosts = append(hosts, v)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		opt  Options
+	}{{"srlg", Options{}}, {"ignore-srlg", Options{IgnoreSRLG: true}}, {"node-srlg", Options{Mode: NodeDisjoint}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				a, c := hosts[i%len(hosts)], hosts[(i*7+3)%len(hosts)]
+				i++
+				if a == c {
+					continue
+				}
+				if _, err := g.Disjoint(a, c, tc.opt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
