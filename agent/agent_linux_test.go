@@ -181,7 +181,7 @@ func TestIdempotencyPresumedAbortAndFencing(t *testing.T) {
 // Prepare refuses what the router cannot enforce, with a reason that says why.
 func TestPrepareRefusesWithReason(t *testing.T) {
 	tb := bed(t)
-	r := startAgent(t, tb, t.TempDir(), nil)
+	r := startAgent(t, tb, t.TempDir(), func(c *Config) { c.Interfaces = []string{"eth0", "eth1"} })
 	install(t, r, "a", 1, spec(1, 15_000_000, time.Minute))
 
 	v := prepare(t, r, "b", 1, spec(2, 10_000_000, time.Minute), time.Second)
@@ -204,6 +204,11 @@ func TestPrepareRefusesWithReason(t *testing.T) {
 	missing.Classes[0].Interface = "eth9"
 	if v := prepare(t, r, "e", 1, missing, time.Second); v.GetVote() != vonv1.Vote_VOTE_REFUSED || v.GetReason() != "eth9: no such interface" {
 		t.Fatalf("missing interface: %v %q", v.GetVote(), v.GetReason())
+	}
+	unmanaged := spec(9, 1_000_000, time.Minute)
+	unmanaged.Classes[0].Interface = "lo"
+	if v := prepare(t, r, "u", 1, unmanaged, time.Second); v.GetVote() != vonv1.Vote_VOTE_REFUSED || v.GetReason() != "lo is not managed" {
+		t.Fatalf("unmanaged interface: %v %q", v.GetVote(), v.GetReason())
 	}
 	// A foreign root qdisc is not clobbered.
 	if _, err := tb.Exec(ctxT(t), "r1", "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "8001:", "tbf", "rate", "100mbit", "burst", "32k", "latency", "50ms"); err != nil {
