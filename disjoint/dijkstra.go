@@ -233,7 +233,7 @@ func (g *Graph) newQuery(opt *Options) *query {
 	return q
 }
 
-// release returns the scratch to the pool; masks must be cleared first.
+// release undoes the exclusion masks and returns the scratch to the pool.
 func (q *query) release(opt *Options) {
 	for _, l := range opt.ExcludeLinks {
 		q.maskLink(int32(l), -1)
@@ -379,7 +379,7 @@ func (g *Graph) arcHead(a int32) int32 {
 	return g.la[a>>1]
 }
 
-// sptPath extracts the path to dst found by the last spt call, as arcs in
+// sptArcs extracts the path to dst found by the last spt call, as arcs in
 // order from the source.
 func (q *query) sptArcs(src, dst int32, buf []int32) []int32 {
 	buf = buf[:0]

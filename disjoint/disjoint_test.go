@@ -383,20 +383,22 @@ func TestSRLG(t *testing.T) {
 }
 
 func TestSRLGSearchLimitIsFlagged(t *testing.T) {
-	// A ladder where every cheap rung shares a group with the other rail:
-	// the exact search needs many candidates; with a tiny limit the answer
-	// must say it is heuristic.
 	g := mustGraph(t, srlgYAML)
-	r, err := pair(t, g, "s", "t", Options{SearchLimit: 4})
-	if err != nil {
-		var e *NoPairError
-		if !errors.As(err, &e) || e.Constraint != ConstraintSearchLimit || !errors.Is(err, ErrSearchLimit) {
-			t.Fatalf("error %v", err)
-		}
-		return
+	// Too small a limit to find any SRLG-disjoint pair: an error that says
+	// one may exist.
+	_, err := pair(t, g, "s", "t", Options{SearchLimit: 3})
+	e := wantNoPair(t, err, ErrSearchLimit, ConstraintSearchLimit, "may still exist")
+	if !errors.Is(err, ErrNoDisjointPair) || !strings.Contains(e.Hint, "search limit") {
+		t.Fatalf("%v (hint %q)", err, e.Hint)
 	}
-	if !r.Heuristic || r.Note == "" {
-		t.Fatalf("limit hit but result not flagged: %+v", r)
+	// Enough to find the pair but not to prove it optimal: flagged.
+	r, err := pair(t, g, "s", "t", Options{SearchLimit: 6})
+	if err != nil || !r.Heuristic || !strings.Contains(r.Note, "may exist") {
+		t.Fatalf("limit 6: %+v %v", r, err)
+	}
+	// Enough to prove it: exact.
+	if r, err := pair(t, g, "s", "t", Options{SearchLimit: 8}); err != nil || r.Heuristic || r.TotalCost != 12 {
+		t.Fatalf("limit 8: %+v %v", r, err)
 	}
 }
 

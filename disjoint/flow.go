@@ -14,7 +14,7 @@ import "fmt"
 // Arc codes in prev: arc<<1 for a forward traversal, arc<<1|1 for a
 // backward one (cancelling flow).
 
-// searchNode maps a graph node to its search-network node.
+// inNode and outNode map a graph node to its search-network node(s).
 func (q *query) inNode(v int32) int32 {
 	if q.mode == NodeDisjoint {
 		return 2 * v
@@ -44,9 +44,7 @@ func (q *query) minSum(src, dst int32, k int, wantCut bool) (paths [][]int32, cu
 	s, g := q.s, q.g
 	q.srcNode = src
 	if k == 1 {
-		D, ok := q.spt(src, dst)
-		_ = D
-		if !ok {
+		if _, ok := q.spt(src, dst); !ok {
 			if wantCut {
 				cut = q.cutFromSPT()
 			}

@@ -239,8 +239,8 @@ func (q *query) srlgError(src, dst int32, k int, shared []int32) error {
 	if q.limited {
 		e.Constraint = ConstraintSearchLimit
 		e.Reason = fmt.Sprintf("no %d %s paths sharing no SRLG were found within the search limit "+
-			"(%d shortest-path searches); the cheapest %d such paths share SRLG %s, and a set without shared risk may still exist",
-			k, q.mode, q.limit, k, joinNames(names, 5))
+			"(%d shortest-path searches); the cheapest %d %s paths share SRLG %s, and a set without shared risk may still exist",
+			k, q.mode, q.limit, k, q.mode, joinNames(names, 5))
 		e.Hint = "raise the search limit, or accept shared risk (ignore SRLGs)"
 		return e
 	}
