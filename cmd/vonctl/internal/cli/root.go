@@ -79,6 +79,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 
 	// Commands: one file each.
 	root.AddCommand(newPathsCmd(g))
+	root.AddCommand(newTopologyCmd(g), newReserveCmd(g), newListCmd(g), newGetCmd(g), newWatchCmd(g),
+		newRenewCmd(g), newReleaseCmd(g), newAgentsCmd(g))
 	return root
 }
 

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	vonv1 "github.com/vonproject/von/proto/von/v1"
+)
+
+// dial connects to the manager named by --manager / $VON_MANAGER.
+func (g *Global) dial() (vonv1.ReservationServiceClient, func(), error) {
+	if g.Manager == "" {
+		return nil, nil, usageError(errors.New("no manager: give --manager HOST:PORT or set VON_MANAGER"))
+	}
+	conn, err := grpc.NewClient(g.Manager, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, usageError(fmt.Errorf("manager address %q: %w", g.Manager, err))
+	}
+	return vonv1.NewReservationServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// callCtx bounds one unary call.
+func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 90*time.Second)
+}
+
+// rpcError turns a gRPC error into a message that says what went wrong and what to do.
+func (g *Global) rpcError(err error) error {
+	st := status.Convert(err)
+	msg := st.Message()
+	hint := ""
+	switch st.Code() {
+	case codes.Unavailable:
+		if strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") || strings.Contains(msg, "dial") {
+			return failure(fmt.Errorf("cannot reach the manager at %s", g.Manager),
+				"is von-manager running there? check --manager or $VON_MANAGER")
+		}
+		hint = "start the router's agent (von-agent --node NAME --manager ...) or try again"
+	case codes.ResourceExhausted:
+		hint = "ask for less bandwidth, or release an ON you no longer need (vonctl list)"
+	case codes.NotFound:
+		hint = "vonctl list shows the reservations"
+	case codes.AlreadyExists:
+		hint = "pick another name, or release the existing one first (vonctl release NAME)"
+	case codes.InvalidArgument:
+		hint = "see vonctl <command> --help"
+	case codes.FailedPrecondition:
+		if strings.Contains(msg, "topology") {
+			hint = "vonctl topology apply -f FILE"
+		}
+	case codes.DeadlineExceeded:
+		hint = "the manager did not answer in time; check it is healthy and try again"
+	}
+	return failure(errors.New(msg), hint)
+}
