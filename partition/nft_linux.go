@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -263,6 +264,9 @@ func (r *Router) readNft() (nftState, error) {
 	return st, nil
 }
 
+// addSetMu guards google/nftables' global set-id counter (see rebuild).
+var addSetMu sync.Mutex
+
 func (r *Router) flushNft(what string) error {
 	if err := r.nft.Flush(); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOENT) && what == "create" {
@@ -281,12 +285,17 @@ func (r *Router) rebuild(exists bool, e elems) error {
 	}
 	r.nft.AddTable(t)
 	sets := map[string]*nftables.Set{}
+	// google/nftables allocates set ids from an unsynchronised package global:
+	// serialise AddSet so several Routers in one process are safe.
+	addSetMu.Lock()
 	for _, s := range r.sets() {
 		if err := r.nft.AddSet(s, nil); err != nil {
+			addSetMu.Unlock()
 			return fmt.Errorf("%w: nft add set %s: %w", ErrKernel, s.Name, err)
 		}
 		sets[s.Name] = s
 	}
+	addSetMu.Unlock()
 	for _, c := range r.chains() {
 		r.nft.AddChain(c)
 	}
