@@ -5,7 +5,7 @@ BUF     ?= $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 BIN     := bin
 CMDS    := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test unit lint e2e proto proto-check fmt bench clean
+.PHONY: all build test unit lint e2e demo proto proto-check fmt bench clean
 
 all: build
 
@@ -28,6 +28,9 @@ lint: ## gofmt, go vet, buf lint (the proto test also lints and checks generated
 
 e2e: ## end-to-end tests on real namespaces (root)
 	$(GO) test -race -count=1 -timeout 20m ./e2e/...
+
+demo: ## the end-to-end demo on network namespaces (root): reserve, isolate, release
+	$(GO) run ./e2e/demo
 
 proto: ## regenerate Go code from proto/von/v1
 	$(BUF) generate
