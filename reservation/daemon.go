@@ -65,6 +65,14 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 		return fmt.Errorf("von-manager: etcd at %v not reachable: %w", endpoints, err)
 	}
 
+	if cfg.Manager.ID == "" {
+		// Stable across restarts of this manager, distinct between managers.
+		host, _ := os.Hostname()
+		cfg.Manager.ID = host + "/" + cfg.Listen
+		if len(cfg.EtcdEndpoints) == 0 {
+			cfg.Manager.ID += "/" + cfg.DataDir
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Manager.Metrics = NewMetrics(reg)

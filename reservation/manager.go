@@ -23,7 +23,9 @@ import (
 type Config struct {
 	Prefix string // etcd key prefix (DefaultPrefix)
 	Logger *slog.Logger
-	// ID names this manager in the leader election (default: a random id).
+	// ID names this manager in the leader election. A restarted manager with the same
+	// ID takes over its earlier incarnation's session at once; two live managers must
+	// not share one. Default: a random id.
 	ID string
 
 	DefaultTTL time.Duration // reservation lease when the request gives none (1h)
@@ -125,6 +127,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("election session: %w", err)
 	}
 	defer sess.Close()
+	m.revokeStale(ctx, sess.Lease())
 	el := concurrency.NewElection(sess, m.store.electionPrefix())
 	if err := el.Campaign(ctx, m.cfg.ID); err != nil {
 		if ctx.Err() != nil {
@@ -179,6 +182,22 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("lost leadership")
 	}
 	return nil
+}
+
+// revokeStale ends the election sessions of earlier incarnations of this manager (same
+// ID: a crashed process restarted), so it need not wait for their TTL to lead again.
+func (m *Manager) revokeStale(ctx context.Context, mine clientv3.LeaseID) {
+	resp, err := m.cli.Get(ctx, m.store.electionPrefix()+"/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) == m.cfg.ID && clientv3.LeaseID(kv.Lease) != mine && kv.Lease != 0 {
+			if _, err := m.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+				m.log.Info("ended the election session of an earlier incarnation", "id", m.cfg.ID)
+			}
+		}
+	}
 }
 
 func (m *Manager) requireLeader() (uint64, error) {

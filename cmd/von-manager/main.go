@@ -72,7 +72,7 @@ cluster instead (several managers may share one; the leader does the work).`,
 	f.StringVar(&cfg.MetricsAddr, "metrics", "", "address to serve Prometheus /metrics on (empty: off)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.StringVar(&cfg.Manager.ID, "id", "", "name of this manager in the leader election (default: random)")
+	f.StringVar(&cfg.Manager.ID, "id", "", "name of this manager in the leader election; keep it stable across restarts (default: hostname/listen address)")
 	f.DurationVar(&cfg.Manager.DefaultTTL, "default-ttl", time.Hour, "lease of a reservation whose request gives no --ttl")
 	f.DurationVar(&cfg.Manager.MaxTTL, "max-ttl", 720*time.Hour, "longest lease a reservation may ask for")
 	f.DurationVar(&cfg.Manager.PartitionLease, "partition-lease", 30*time.Second,
