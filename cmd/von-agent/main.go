@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vonproject/von/agent"
+	"github.com/vonproject/von/internal/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -120,29 +120,13 @@ func (o options) check() error {
 	return nil
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	default:
-		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
-	}
-}
-
 func serve(ctx context.Context, o options, logw io.Writer) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	log, err := newLogger(logw, o.logFormat, o.logLevel)
+	log, err := logging.New(logw, o.logFormat, o.logLevel)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	a, err := agent.New(ctx, agent.Config{
 		Node: o.node, Netns: o.netns, StateDir: o.stateDir, ManagerAddr: o.manager,

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -35,50 +36,41 @@ func newAgentsCmd(g *Global) *cobra.Command {
 		Example: "  vonctl agents\n  vonctl agents -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.Format(clifmt.Common...)
-			if err != nil {
-				return err
-			}
-			c, closeConn, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.ListAgents(ctx, &vonv1.ListAgentsRequest{})
-			if err != nil {
-				return g.rpcError(err)
-			}
-			views := []agentView{}
-			for _, a := range resp.GetAgents() {
-				v := agentView{Node: a.GetNode(), Endpoint: a.GetEndpoint(), Live: a.GetLive(), Version: a.GetVersion(), Interfaces: []interfaceView{}}
-				if a.GetLastSeenTime() != nil {
-					t := a.GetLastSeenTime().AsTime().Local()
-					v.LastSeen = &t
+			return g.unary(cmd.Context(), func(ctx context.Context, c vonv1.ReservationServiceClient, format clifmt.Format) error {
+				resp, err := c.ListAgents(ctx, &vonv1.ListAgentsRequest{})
+				if err != nil {
+					return g.rpcError(err)
 				}
-				for _, in := range a.GetInterfaces() {
-					v.Interfaces = append(v.Interfaces, interfaceView{in.GetName(), in.GetAddresses(), in.GetUp(), in.GetManaged()})
+				views := []agentView{}
+				for _, a := range resp.GetAgents() {
+					v := agentView{Node: a.GetNode(), Endpoint: a.GetEndpoint(), Live: a.GetLive(), Version: a.GetVersion(), Interfaces: []interfaceView{}}
+					if a.GetLastSeenTime() != nil {
+						t := a.GetLastSeenTime().AsTime().Local()
+						v.LastSeen = &t
+					}
+					for _, in := range a.GetInterfaces() {
+						v.Interfaces = append(v.Interfaces, interfaceView{in.GetName(), in.GetAddresses(), in.GetUp(), in.GetManaged()})
+					}
+					views = append(views, v)
 				}
-				views = append(views, v)
-			}
-			if format != clifmt.Table {
-				return clifmt.Write(g.Stdout, format, views)
-			}
-			tw := clifmt.NewTable(g.Stdout)
-			fmt.Fprintln(tw, "NODE\tLIVE\tLAST-SEEN\tENDPOINT\tINTERFACES")
-			for _, v := range views {
-				seen := "-"
-				if v.LastSeen != nil {
-					seen = time.Since(*v.LastSeen).Round(time.Second).String() + " ago"
+				if format != clifmt.Table {
+					return clifmt.Write(g.Stdout, format, views)
 				}
-				var ifs []string
-				for _, in := range v.Interfaces {
-					ifs = append(ifs, in.Name)
+				tw := clifmt.NewTable(g.Stdout)
+				fmt.Fprintln(tw, "NODE\tLIVE\tLAST-SEEN\tENDPOINT\tINTERFACES")
+				for _, v := range views {
+					seen := "-"
+					if v.LastSeen != nil {
+						seen = time.Since(*v.LastSeen).Round(time.Second).String() + " ago"
+					}
+					var ifs []string
+					for _, in := range v.Interfaces {
+						ifs = append(ifs, in.Name)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Node, yesNo(v.Live), seen, v.Endpoint, strings.Join(ifs, ","))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Node, yesNo(v.Live), seen, v.Endpoint, strings.Join(ifs, ","))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/vonproject/von/internal/clifmt"
+
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -60,4 +62,20 @@ func (g *Global) rpcError(err error) error {
 		hint = "the manager did not answer in time; check it is healthy and try again"
 	}
 	return failure(errors.New(msg), hint)
+}
+
+// unary parses -o, connects, and runs one bounded call.
+func (g *Global) unary(ctx context.Context, fn func(ctx context.Context, c vonv1.ReservationServiceClient, f clifmt.Format) error) error {
+	format, err := g.Format(clifmt.Common...)
+	if err != nil {
+		return err
+	}
+	c, closeConn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	return fn(cctx, c, format)
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,26 +20,17 @@ func newRenewCmd(g *Global) *cobra.Command {
 		Example: "  vonctl renew video\n  vonctl renew video --ttl 4h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := g.Format(clifmt.Common...)
-			if err != nil {
-				return err
-			}
-			c, closeConn, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
 			req := &vonv1.RenewRequest{Name: args[0]}
 			if ttl > 0 {
 				req.Ttl = durationpb.New(ttl)
 			}
-			ctx, cancel := callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.Renew(ctx, req)
-			if err != nil {
-				return g.rpcError(err)
-			}
-			return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			return g.unary(cmd.Context(), func(ctx context.Context, c vonv1.ReservationServiceClient, format clifmt.Format) error {
+				resp, err := c.Renew(ctx, req)
+				if err != nil {
+					return g.rpcError(err)
+				}
+				return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "new lease length from now (default: the reservation's ttl)")
@@ -54,22 +46,13 @@ bandwidth and id. Releasing a reservation that has already ended does nothing.`,
 		Example: "  vonctl release video",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := g.Format(clifmt.Common...)
-			if err != nil {
-				return err
-			}
-			c, closeConn, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.Release(ctx, &vonv1.ReleaseRequest{Name: args[0]})
-			if err != nil {
-				return g.rpcError(err)
-			}
-			return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			return g.unary(cmd.Context(), func(ctx context.Context, c vonv1.ReservationServiceClient, format clifmt.Format) error {
+				resp, err := c.Release(ctx, &vonv1.ReleaseRequest{Name: args[0]})
+				if err != nil {
+					return g.rpcError(err)
+				}
+				return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -71,22 +72,13 @@ func newGetCmd(g *Global) *cobra.Command {
   vonctl get video -o json | jq .on_id`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := g.Format(clifmt.Common...)
-			if err != nil {
-				return err
-			}
-			c, closeConn, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.Get(ctx, &vonv1.GetRequest{Name: args[0]})
-			if err != nil {
-				return g.rpcError(err)
-			}
-			return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			return g.unary(cmd.Context(), func(ctx context.Context, c vonv1.ReservationServiceClient, format clifmt.Format) error {
+				resp, err := c.Get(ctx, &vonv1.GetRequest{Name: args[0]})
+				if err != nil {
+					return g.rpcError(err)
+				}
+				return writeReservations(g.Stdout, format, []*vonv1.Reservation{resp.GetReservation()}, true)
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -71,35 +72,26 @@ shrunk below what is reserved).`,
 		Example: "  vonctl topology show\n  vonctl topology show -o yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.Format(clifmt.Common...)
-			if err != nil {
-				return err
-			}
-			c, closeConn, err := g.dial()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.GetTopology(ctx, &vonv1.GetTopologyRequest{})
-			if err != nil {
-				return g.rpcError(err)
-			}
-			if format != clifmt.Table {
-				return clifmt.Write(g.Stdout, format, topologyView(resp.GetTopology(), resp.GetRevision()))
-			}
-			tw := clifmt.NewTable(g.Stdout)
-			fmt.Fprintln(tw, "NODE\tKIND\tADDRESS")
-			for _, n := range resp.GetTopology().GetNodes() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.GetName(), kindText(n.GetKind()), dash(n.GetAddress()))
-			}
-			fmt.Fprintln(tw, "\nLINK\tA\tB\tCAPACITY\tRESERVABLE\tCOST\tSRLG")
-			for _, l := range resp.GetTopology().GetLinks() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%d\t%v\n", l.GetName(), end(l.GetA()), end(l.GetB()),
-					topology.FormatRate(l.GetCapacityBps()), l.GetReservable(), l.GetCost(), l.GetSrlg())
-			}
-			return tw.Flush()
+			return g.unary(cmd.Context(), func(ctx context.Context, c vonv1.ReservationServiceClient, format clifmt.Format) error {
+				resp, err := c.GetTopology(ctx, &vonv1.GetTopologyRequest{})
+				if err != nil {
+					return g.rpcError(err)
+				}
+				if format != clifmt.Table {
+					return clifmt.Write(g.Stdout, format, topologyView(resp.GetTopology(), resp.GetRevision()))
+				}
+				tw := clifmt.NewTable(g.Stdout)
+				fmt.Fprintln(tw, "NODE\tKIND\tADDRESS")
+				for _, n := range resp.GetTopology().GetNodes() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", n.GetName(), kindText(n.GetKind()), dash(n.GetAddress()))
+				}
+				fmt.Fprintln(tw, "\nLINK\tA\tB\tCAPACITY\tRESERVABLE\tCOST\tSRLG")
+				for _, l := range resp.GetTopology().GetLinks() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%d\t%v\n", l.GetName(), end(l.GetA()), end(l.GetB()),
+						topology.FormatRate(l.GetCapacityBps()), l.GetReservable(), l.GetCost(), l.GetSrlg())
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.AddCommand(apply, show)
