@@ -136,7 +136,8 @@ func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.PartitionS
 	var ts *TopologyState
 	var agents map[string]*vonv1.Agent
 	for _, r := range ons {
-		if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED && r.GetState() != vonv1.ReservationState_RESERVATION_STATE_RELEASING {
+		// Only committed ONs: a releasing one is on its way out of every router.
+		if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
 			continue
 		}
 		on := false

@@ -3,6 +3,7 @@ package reservation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -218,4 +219,40 @@ func TestPresumedAbort(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+// 100 concurrent Reserve calls for a link that fits 10: exactly 10 are committed, the
+// others are refused for capacity, and the ledger holds exactly 10 × the rate.
+func TestConcurrentReserveNeverOverbooks(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, direct)
+	ctx := context.Background()
+	errs := make(chan error, 100)
+	for i := range 100 {
+		go func() {
+			_, err := m.Reserve(ctx, ReserveRequest{Name: fmt.Sprintf("on%d", i), Members: []string{"h1", "h2"}, Rate: 8_000_000})
+			errs <- err
+		}()
+	}
+	ok, refused := 0, 0
+	for range 100 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrInsufficientCapacity):
+			refused++
+		default:
+			t.Errorf("reserve: %v", err)
+		}
+	}
+	if ok != 10 || refused != 90 {
+		t.Fatalf("committed %d, refused %d; want 10 and 90", ok, refused)
+	}
+	res, _ := m.store.Ledger.Reserved(ctx)
+	for c, v := range res {
+		if v != 80_000_000 {
+			t.Errorf("%v: %d reserved, want 80000000", c, v)
+		}
+	}
 }
