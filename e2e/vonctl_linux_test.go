@@ -96,6 +96,23 @@ func TestVonctlWatchRenewKeepalive(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// topology show, agents and list in every format.
+	if out, err := c.Vonctl(ctx, "topology", "show"); err != nil || !strings.Contains(out, "r1-r2") || !strings.Contains(out, "20Mbit") {
+		t.Errorf("topology show: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"topology", "show", "-o", "json"}, {"agents", "-o", "json"}, {"list", "-o", "json"}} {
+		out, err := c.Vonctl(ctx, args...)
+		if err != nil || !json.Valid([]byte(out)) {
+			t.Errorf("vonctl %v: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := c.Vonctl(ctx, "list", "-o", "yaml"); err != nil || !strings.Contains(out, "name: k") {
+		t.Errorf("list -o yaml: %v\n%s", err, out)
+	}
+	if out, err := c.Vonctl(ctx, "list", "--state", "expired"); err != nil || !strings.Contains(out, "k ") || strings.Contains(out, "w ") {
+		t.Errorf("list --state expired: %v\n%s", err, out)
+	}
+
 	// Errors: exit 1 with what went wrong and what to do.
 	for _, tc := range []struct {
 		args []string
