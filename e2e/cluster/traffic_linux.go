@@ -27,6 +27,8 @@ type ONFlow struct {
 	Size     int    // UDP payload bytes (≥ 16)
 	Duration time.Duration
 	Copies   int // 1 or 2
+	// FirstPath is the path index of the first copy (copies use FirstPath, FirstPath+1).
+	FirstPath uint8
 }
 
 // SendON sends f and returns what each copy's sender put on the wire.
@@ -49,7 +51,7 @@ func SendON(ctx context.Context, tb *testbed.Testbed, f ONFlow) ([]testbed.SendS
 				Src: tb.Addr(f.From), Dst: netip.AddrPortFrom(tb.Addr(f.To), ONPort), Rate: f.Rate, Size: f.Size,
 				Duration: f.Duration, TOS: ONTOS,
 				Fill: func(seq uint64, buf []byte) {
-					h, _ := wire.Encode(wire.Header{ONID: f.ONID, PathIndex: uint8(path), Seq: seq})
+					h, _ := wire.Encode(wire.Header{ONID: f.ONID, PathIndex: f.FirstPath + uint8(path), Seq: seq})
 					copy(buf, h)
 				},
 			})
