@@ -2,6 +2,7 @@ package reservation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -187,8 +188,14 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 	return m.twoPhase(ctx, epoch, rec, onRev, txnID, pl)
 }
 
+// roundTimeout bounds a 2PC round once capacity is charged; the round no longer
+// depends on the caller, who may hang up.
+func (m *Manager) roundTimeout() time.Duration { return 6*m.cfg.CallTimeout + 30*time.Second }
+
 // twoPhase runs prepare → durable decision → commit/abort for an admitted reservation.
 func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reservation, onRev int64, txnID string, pl *placement) (*vonv1.Reservation, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.roundTimeout())
+	defer cancel()
 	start := time.Now()
 	specs := map[string]*vonv1.PartitionSpec{}
 	for node, s := range pl.Specs {
@@ -197,45 +204,89 @@ func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reserva
 		s.LeaseTtl = durationpb.New(m.cfg.PartitionLease)
 		specs[node] = s
 	}
-	refusals := m.prepareAll(ctx, epoch, txnID, specs)
+	fails := m.prepareAll(ctx, epoch, txnID, specs)
 	txn := txnRecord{ID: txnID, Kind: "reserve", Name: rec.GetName(), OnID: rec.GetOnId(), Participants: pl.Participants}
-	if len(refusals) == 0 {
+	var decideErr error
+	if len(fails) == 0 {
 		txn.Decision = "commit"
 		now := time.Now()
-		rec.State = vonv1.ReservationState_RESERVATION_STATE_COMMITTED
-		rec.UpdateTime = timestamppb.New(now)
-		rec.LeaseExpireTime = timestamppb.New(now.Add(rec.GetTtl().AsDuration()))
-		rev, err := m.store.Update(ctx, rec, onRev, m.store.putTxn(txn))
+		committed := proto.Clone(rec).(*vonv1.Reservation)
+		committed.State = vonv1.ReservationState_RESERVATION_STATE_COMMITTED
+		committed.UpdateTime = timestamppb.New(now)
+		committed.LeaseExpireTime = timestamppb.New(now.Add(rec.GetTtl().AsDuration()))
+		rev, err := m.store.Update(ctx, committed, onRev, m.store.putTxn(txn))
+		if err != nil && !errors.Is(err, ErrGuard) {
+			// Ambiguous (the write may have landed): the recorded decision is the truth.
+			if d, _ := m.readDecision(ctx, txnID); d == "commit" {
+				err = nil
+				if cur, r, gerr := m.store.Get(ctx, rec.GetName()); gerr == nil {
+					committed, rev = cur, r
+				}
+			}
+		}
 		if err == nil {
-			rec.Revision = uint64(rev)
+			committed.Revision = uint64(rev)
 			if m.commitAll(ctx, epoch, txn) {
 				_, _ = m.cli.Delete(ctx, m.store.txnKey(txnID))
 			}
 			m.m.round("commit", time.Since(start).Seconds())
 			m.log.Info("reserved", "name", rec.GetName(), "on_id", rec.GetOnId(), "routers", pl.Participants, "took", time.Since(start))
-			return rec, nil
+			return committed, nil
 		}
-		// The decision could not be recorded: it stays undecided, which means abort.
-		refusals = map[string]string{"etcd": "recording the commit decision failed: " + err.Error()}
+		decideErr = fmt.Errorf("recording the commit decision: %w", err)
 	}
+	// Abort, unless a commit decision is already on record.
 	txn.Decision = "abort"
-	if _, err := m.cli.Put(ctx, m.store.txnKey(txnID), string(mustJSON(txn))); err != nil {
-		m.log.Warn("record abort decision", "txn", txnID, "err", err)
+	if err := m.writeAbort(ctx, txn, onRev); err != nil {
+		return nil, fmt.Errorf("reserve %s: %w", rec.GetName(), err)
 	}
 	m.abortAll(ctx, epoch, txn)
-	msg := refusalText(refusals)
+	msg := failureText(fails)
+	if decideErr != nil {
+		msg = decideErr.Error()
+	}
 	if err := m.finish(ctx, rec, onRev, txnID, vonv1.ReservationState_RESERVATION_STATE_FAILED, msg); err != nil {
 		m.log.Error("release after abort", "name", rec.GetName(), "err", err)
 	}
 	m.m.round("abort", time.Since(start).Seconds())
-	kind, reasonLabel := ErrRefused, "refused"
-	for _, r := range refusals {
-		if strings.Contains(r, "unreachable") {
-			kind, reasonLabel = ErrAgentDown, "agent_down"
-		}
+	switch {
+	case decideErr != nil:
+		m.m.rejected("store")
+		return nil, decideErr
+	case fails.unreachable():
+		m.m.rejected("agent_down")
+		return nil, fmt.Errorf("%w: %s", ErrAgentDown, msg)
+	default:
+		m.m.rejected("refused")
+		return nil, fmt.Errorf("%w: %s", ErrRefused, msg)
 	}
-	m.m.rejected(reasonLabel)
-	return nil, fmt.Errorf("%w: %s", kind, msg)
+}
+
+// readDecision returns the decision recorded for a round ("" if none or gone).
+func (m *Manager) readDecision(ctx context.Context, txnID string) (string, error) {
+	resp, err := m.cli.Get(ctx, m.store.txnKey(txnID))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	var t txnRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return "", err
+	}
+	return t.Decision, nil
+}
+
+// writeAbort records the abort decision only if the round's record is still the one
+// read at txnRev (no commit decision landed meanwhile) and this manager still leads.
+func (m *Manager) writeAbort(ctx context.Context, t txnRecord, txnRev int64) error {
+	tr, err := m.cli.Txn(ctx).If(m.store.fenced(clientv3.Compare(clientv3.ModRevision(m.store.txnKey(t.ID)), "=", txnRev))...).
+		Then(m.store.putTxn(t)).Commit()
+	if err != nil {
+		return fmt.Errorf("recording the abort decision: %w", err)
+	}
+	if !tr.Succeeded {
+		return fmt.Errorf("%w: the round %s was decided elsewhere or this manager no longer leads", ErrGuard, t.ID)
+	}
+	return nil
 }
 
 // finish returns a reservation's capacity and id and leaves a terminal record, deleting
@@ -294,47 +345,69 @@ func routersOf(r *vonv1.Reservation) []string {
 	return out
 }
 
-// prepareAll sends Prepare to every participant in parallel and returns the refusals
-// (router → reason); empty means every router voted PREPARED.
-func (m *Manager) prepareAll(ctx context.Context, epoch uint64, txnID string, specs map[string]*vonv1.PartitionSpec) map[string]string {
+// failure is why one router did not vote PREPARED.
+type failure struct {
+	reason      string
+	unreachable bool // no answer at all (down, timed out) rather than a refusal
+}
+
+// failures maps routers to why they did not vote PREPARED.
+type failures map[string]failure
+
+func (f failures) unreachable() bool {
+	for _, x := range f {
+		if x.unreachable {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareAll sends Prepare to every participant in parallel and returns those that did
+// not vote PREPARED.
+func (m *Manager) prepareAll(ctx context.Context, epoch uint64, txnID string, specs map[string]*vonv1.PartitionSpec) failures {
 	var mu sync.Mutex
-	refusals := map[string]string{}
+	out := failures{}
 	var wg sync.WaitGroup
 	for node, spec := range specs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			why := m.prepareOne(ctx, epoch, txnID, node, spec)
-			if why != "" {
+			if f, ok := m.prepareOne(ctx, epoch, txnID, node, spec); !ok {
 				mu.Lock()
-				refusals[node] = why
+				out[node] = f
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return refusals
+	return out
 }
 
-func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node string, spec *vonv1.PartitionSpec) string {
+func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node string, spec *vonv1.PartitionSpec) (failure, bool) {
 	c, err := m.agentClient(ctx, node)
 	if err != nil {
-		return "unreachable: " + err.Error()
+		return failure{reason: err.Error(), unreachable: true}, false
 	}
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
 	defer cancel()
 	resp, err := c.Prepare(cctx, &vonv1.AgentServicePrepareRequest{TxnId: txnID, LeaderEpoch: epoch, Partition: spec, HoldTtl: durationpb.New(m.cfg.HoldTTL)})
 	m.m.call("prepare", err)
 	if err != nil {
-		return "unreachable: " + status.Convert(err).Message()
+		st := status.Convert(err)
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+			return failure{reason: "agent unreachable: " + st.Message(), unreachable: true}, false
+		}
+		return failure{reason: st.Message()}, false
 	}
 	if resp.GetVote() != vonv1.Vote_VOTE_PREPARED {
 		if resp.GetReason() == "" {
-			return "refused"
+			return failure{reason: "refused"}, false
 		}
-		return resp.GetReason()
+		return failure{reason: resp.GetReason()}, false
 	}
-	return ""
+	return failure{}, true
 }
 
 // commitAll delivers the commit decision; it reports whether every participant acked.
@@ -342,8 +415,11 @@ func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node stri
 func (m *Manager) commitAll(ctx context.Context, epoch uint64, t txnRecord) bool {
 	return m.phaseTwo(ctx, t, "commit", func(ctx context.Context, c vonv1.AgentServiceClient, node string) error {
 		_, err := c.Commit(ctx, &vonv1.AgentServiceCommitRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
-		if status.Code(err) == codes.NotFound {
-			return m.syncNode(ctx, epoch, node)
+		switch status.Code(err) {
+		case codes.NotFound, codes.FailedPrecondition:
+			// The hold is gone (expired, or settled as aborted when the agent
+			// re-registered): give the router its whole desired state instead.
+			return m.syncNodeLocked(ctx, epoch, node)
 		}
 		return err
 	})
@@ -386,7 +462,9 @@ func (m *Manager) phaseTwo(ctx context.Context, t txnRecord, method string, fn f
 					continue
 				}
 				cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+				unlock := m.routerLock(node)
 				err = fn(cctx, c, node)
+				unlock()
 				cancel()
 				m.m.call(method, err)
 				if err == nil {
@@ -403,15 +481,15 @@ func (m *Manager) phaseTwo(ctx context.Context, t txnRecord, method string, fn f
 	return all
 }
 
-func refusalText(r map[string]string) string {
-	nodes := make([]string, 0, len(r))
-	for n := range r {
+func failureText(f failures) string {
+	nodes := make([]string, 0, len(f))
+	for n := range f {
 		nodes = append(nodes, n)
 	}
 	sort.Strings(nodes)
 	parts := make([]string, len(nodes))
 	for i, n := range nodes {
-		parts[i] = fmt.Sprintf("router %s: %s", n, r[n])
+		parts[i] = fmt.Sprintf("router %s: %s", n, f[n].reason)
 	}
 	return strings.Join(parts, "; ")
 }

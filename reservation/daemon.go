@@ -103,7 +103,8 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 	}
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
-	go func() { errc <- m.Run(rctx) }()
+	runDone := make(chan struct{})
+	go func() { errc <- m.Run(rctx); close(runDone) }()
 	log.Info("von-manager serving", "listen", lis.Addr().String(), "etcd", endpoints, "metrics", cfg.MetricsAddr)
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr().String())
@@ -117,6 +118,7 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 		}
 	}
 	rcancel()
+	<-runDone // the manager resigns (revokes its session) before the etcd client closes
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {

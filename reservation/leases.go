@@ -31,6 +31,10 @@ func (m *Manager) release(ctx context.Context, name string, final vonv1.Reservat
 	if err != nil {
 		return nil, err
 	}
+	if final == vonv1.ReservationState_RESERVATION_STATE_EXPIRED && rec.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED &&
+		rec.GetLeaseExpireTime() != nil && time.Now().Before(rec.GetLeaseExpireTime().AsTime()) {
+		return rec, nil // renewed since the expiry scan saw it
+	}
 	switch rec.GetState() {
 	case vonv1.ReservationState_RESERVATION_STATE_COMMITTED, vonv1.ReservationState_RESERVATION_STATE_RELEASING:
 	case vonv1.ReservationState_RESERVATION_STATE_PREPARING:
@@ -46,6 +50,9 @@ func (m *Manager) release(ctx context.Context, name string, final vonv1.Reservat
 	if err != nil {
 		return nil, err
 	}
+	// From here the release finishes whatever the caller does.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.roundTimeout())
+	defer cancel()
 	return m.completeRelease(ctx, epoch, rec, rev, txn, final, why)
 }
 
@@ -179,8 +186,15 @@ func (m *Manager) specFor(ts *TopologyState, r *vonv1.Reservation, node string, 
 	return s, nil
 }
 
-// syncNode pushes node's complete desired state.
+// syncNode pushes node's complete desired state. The state is read and sent under
+// the router's lock, so it can never overtake a Commit or Release sent meanwhile.
 func (m *Manager) syncNode(ctx context.Context, epoch uint64, node string) error {
+	defer m.routerLock(node)()
+	return m.syncNodeLocked(ctx, epoch, node)
+}
+
+// syncNodeLocked is syncNode for a caller that holds the router's lock.
+func (m *Manager) syncNodeLocked(ctx context.Context, epoch uint64, node string) error {
 	specs, err := m.desired(ctx, node)
 	if err != nil {
 		return err
@@ -287,13 +301,17 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 	unlock := m.lock(t.Name)
 	defer unlock()
 	// A round in flight holds the name lock; once we have it, the round may be over.
-	if resp, err := m.cli.Get(ctx, m.store.txnKey(t.ID)); err != nil {
+	resp, err := m.cli.Get(ctx, m.store.txnKey(t.ID))
+	if err != nil {
 		return err
-	} else if len(resp.Kvs) == 0 {
+	}
+	if len(resp.Kvs) == 0 {
 		return nil
-	} else if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
 		return fmt.Errorf("corrupt transaction record: %w", err)
 	}
+	txnRev := resp.Kvs[0].ModRevision
 	rec, rev, err := m.store.Get(ctx, t.Name)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
@@ -309,7 +327,7 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 	case t.Kind == "reserve":
 		if t.Decision == "" {
 			t.Decision = "abort"
-			if _, err := m.cli.Put(ctx, m.store.txnKey(t.ID), string(mustJSON(t))); err != nil {
+			if err := m.writeAbort(ctx, t, txnRev); err != nil {
 				return err
 			}
 			m.log.Info("presumed abort of an undecided reservation", "name", t.Name, "txn", t.ID)
@@ -334,9 +352,4 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 		return err
 	}
 	return fmt.Errorf("unknown transaction kind %q", t.Kind)
-}
-
-func mustJSON(t txnRecord) []byte {
-	b, _ := json.Marshal(t) // a plain struct of strings and numbers always marshals
-	return b
 }

@@ -50,6 +50,16 @@ type Ledger struct {
 	Quarantine time.Duration
 	// MaxAttempts bounds the retries of a contended transaction.
 	MaxAttempts int
+	// Fence, if set, adds comparisons every Admit and Release must also pass (the
+	// manager's leadership).
+	Fence func(...clientv3.Cmp) []clientv3.Cmp
+}
+
+func (l *Ledger) fenced(cmps []clientv3.Cmp) []clientv3.Cmp {
+	if l.Fence == nil {
+		return cmps
+	}
+	return l.Fence(cmps...)
 }
 
 // NewLedger uses keys under prefix (e.g. "/von/v1").
@@ -118,7 +128,7 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 		if err != nil {
 			return 0, 0, fmt.Errorf("read link reservations: %w", err)
 		}
-		cmps := append([]clientv3.Cmp(nil), a.Guard...)
+		cmps := l.fenced(a.Guard)
 		var puts []clientv3.Op
 		for i, c := range charges {
 			limit, ok := a.Limit(c.Link)
@@ -158,8 +168,8 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 		if tr.Succeeded {
 			return id, tr.Header.Revision, nil
 		}
-		if len(a.Guard) > 0 {
-			ok, err := l.guardHolds(ctx, a.Guard)
+		if guard := l.fenced(a.Guard); len(guard) > 0 {
+			ok, err := l.guardHolds(ctx, guard)
 			if err != nil {
 				return 0, 0, err
 			}
@@ -198,7 +208,7 @@ func (l *Ledger) Release(ctx context.Context, id uint32, rate uint64, charges []
 		if err != nil {
 			return 0, fmt.Errorf("read link reservations: %w", err)
 		}
-		cmps := append([]clientv3.Cmp(nil), guard...)
+		cmps := l.fenced(guard)
 		puts := append([]clientv3.Op(nil), ops...)
 		for i, c := range charges {
 			kvs := resp.Responses[i].GetResponseRange().Kvs
@@ -234,8 +244,8 @@ func (l *Ledger) Release(ctx context.Context, id uint32, rate uint64, charges []
 		if tr.Succeeded {
 			return tr.Header.Revision, nil
 		}
-		if len(guard) > 0 {
-			ok, err := l.guardHolds(ctx, guard)
+		if g := l.fenced(guard); len(g) > 0 {
+			ok, err := l.guardHolds(ctx, g)
 			if err != nil {
 				return 0, err
 			}

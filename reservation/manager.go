@@ -96,8 +96,13 @@ type Manager struct {
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn // by agent endpoint
 
-	// locks serialises operations on one reservation name inside this manager.
-	locks sync.Map // name → *sync.Mutex
+	// locks serialises operations on one reservation name inside this manager;
+	// entries live while someone holds or waits for them.
+	lockMu sync.Mutex
+	locks  map[string]*nameLock
+	// routerLocks orders what is sent to one router: a full Sync (desired state read
+	// and sent under the lock) never overtakes a Commit, Abort or Release.
+	routerLocks sync.Map // node → *sync.Mutex
 }
 
 // New creates a manager on an etcd client.
@@ -106,7 +111,7 @@ func New(cli *clientv3.Client, cfg Config) *Manager {
 	st := NewStore(cli, cfg.Prefix)
 	st.Ledger.Quarantine = cfg.Quarantine
 	return &Manager{cfg: cfg, cli: cli, store: st, log: cfg.Logger, m: cfg.Metrics,
-		leader: make(chan struct{}), conns: map[string]*grpc.ClientConn{}}
+		leader: make(chan struct{}), conns: map[string]*grpc.ClientConn{}, locks: map[string]*nameLock{}}
 }
 
 // Store exposes the manager's etcd view (tests and tools).
@@ -122,7 +127,9 @@ func (m *Manager) Leading() <-chan struct{} { return m.leader }
 // Run campaigns for leadership and, once leader, recovers unfinished transactions and
 // runs the lease, refresh and reconcile loops until ctx ends or leadership is lost.
 func (m *Manager) Run(ctx context.Context) error {
-	sess, err := concurrency.NewSession(m.cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	// The session outlives ctx so that Close can revoke it: a standby then leads at
+	// once instead of waiting for the TTL.
+	sess, err := concurrency.NewSession(m.cli, concurrency.WithTTL(10), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
 	}
@@ -135,13 +142,28 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("campaign: %w", err)
 	}
+	// Every write the leader makes is fenced on its election key: a deposed leader's
+	// late writes fail instead of undoing its successor's work.
+	m.store.setFence(clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()))
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
 	m.epoch.Store(uint64(el.Rev()))
 	m.log.Info("leading", "id", m.cfg.ID, "epoch", el.Rev())
+	lost := make(chan struct{})
+	go func() {
+		select {
+		case <-sess.Done():
+			m.epoch.Store(0) // stop accepting work at once
+			close(lost)
+			lcancel()
+		case <-lctx.Done():
+		}
+	}()
 	defer func() {
 		m.epoch.Store(0)
 		m.closeConns()
 	}()
-	if err := m.recover(ctx); err != nil && ctx.Err() == nil {
+	if err := m.recover(lctx); err != nil && lctx.Err() == nil {
 		m.log.Error("recovery", "err", err)
 	}
 	close(m.leader)
@@ -154,12 +176,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			defer t.Stop()
 			for {
 				select {
-				case <-ctx.Done():
-					return
-				case <-sess.Done():
+				case <-lctx.Done():
 					return
 				case <-t.C:
-					fn(ctx)
+					fn(lctx)
 				}
 			}
 		}()
@@ -172,16 +192,15 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.log.Warn("reap quarantined ids", "err", err)
 		}
 	})
-	select {
-	case <-ctx.Done():
-	case <-sess.Done():
-		m.log.Error("lost leadership: etcd session ended")
-	}
+	<-lctx.Done()
 	wg.Wait()
-	if ctx.Err() == nil {
+	select {
+	case <-lost:
+		m.log.Error("lost leadership: etcd session ended")
 		return errors.New("lost leadership")
+	default:
+		return nil
 	}
-	return nil
 }
 
 // revokeStale ends the election sessions of earlier incarnations of this manager (same
@@ -208,9 +227,35 @@ func (m *Manager) requireLeader() (uint64, error) {
 	return e, nil
 }
 
+type nameLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
 // lock serialises work on one reservation name inside this manager.
 func (m *Manager) lock(name string) func() {
-	v, _ := m.locks.LoadOrStore(name, &sync.Mutex{})
+	m.lockMu.Lock()
+	l := m.locks[name]
+	if l == nil {
+		l = &nameLock{}
+		m.locks[name] = l
+	}
+	l.refs++
+	m.lockMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.lockMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(m.locks, name)
+		}
+		m.lockMu.Unlock()
+	}
+}
+
+// routerLock serialises state changes sent to one router.
+func (m *Manager) routerLock(node string) func() {
+	v, _ := m.routerLocks.LoadOrStore(node, &sync.Mutex{})
 	mu := v.(*sync.Mutex)
 	mu.Lock()
 	return mu.Unlock

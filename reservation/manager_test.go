@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
@@ -254,5 +256,37 @@ func TestConcurrentReserveNeverOverbooks(t *testing.T) {
 		if v != 80_000_000 {
 			t.Errorf("%v: %d reserved, want 80000000", c, v)
 		}
+	}
+}
+
+// Ended reservations stay listed for a while but do not hold the topology hostage.
+func TestTopologyIgnoresEndedReservations(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, direct)
+	ctx := context.Background()
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 50_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Release(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.store.PutTopology(ctx, strings.Replace(direct, "100Mbit", "1Mbit", 1)); err != nil {
+		t.Fatalf("topology change after release: %v", err)
+	}
+}
+
+// A manager that does not lead records an agent's registration but gives it no
+// desired state (an empty one would make the agent remove its partitions).
+func TestRegisterNeedsLeader(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := New(cli, Config{}) // not running: never leads
+	applyYAML(t, m, routed)
+	_, err := (&Server{M: m}).Register(context.Background(), &vonv1.AgentRegistryServiceRegisterRequest{Node: "r1", Endpoint: "127.0.0.1:1"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("register on a follower: %v", err)
+	}
+	if agents, _ := m.store.Agents(context.Background()); agents["r1"] == nil {
+		t.Fatal("registration not recorded")
 	}
 }

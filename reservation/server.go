@@ -283,11 +283,14 @@ func (s *Server) Register(ctx context.Context, req *vonv1.AgentRegistryServiceRe
 	if err := s.M.store.PutAgent(ctx, a); err != nil {
 		return nil, grpcError(err)
 	}
+	// Only the leader answers with a desired state: an agent converges to the answer,
+	// and an empty one from a manager that does not lead would wipe its partitions.
 	out := &vonv1.AgentRegistryServiceRegisterResponse{LeaderEpoch: s.M.Epoch()}
-	if out.LeaderEpoch != 0 {
-		if out.Partitions, err = s.M.desired(ctx, req.GetNode()); err != nil {
-			return nil, grpcError(err)
-		}
+	if out.LeaderEpoch == 0 {
+		return nil, grpcError(fmt.Errorf("%w: registration recorded; this manager does not lead yet, so it has no desired state to give — retry", ErrNotLeader))
+	}
+	if out.Partitions, err = s.M.desired(ctx, req.GetNode()); err != nil {
+		return nil, grpcError(err)
 	}
 	return out, nil
 }

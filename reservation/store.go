@@ -32,13 +32,31 @@ type Store struct {
 	prefix string
 	Ledger *Ledger
 
-	mu   sync.Mutex
-	topo *TopologyState
+	mu    sync.Mutex
+	topo  *TopologyState
+	fence []clientv3.Cmp // leader fencing, added to every guarded write
 }
 
 // NewStore uses keys under prefix.
 func NewStore(cli *clientv3.Client, prefix string) *Store {
-	return &Store{cli: cli, prefix: prefix, Ledger: NewLedger(cli, prefix)}
+	s := &Store{cli: cli, prefix: prefix}
+	s.Ledger = NewLedger(cli, prefix)
+	s.Ledger.Fence = s.fenced
+	return s
+}
+
+// setFence makes every guarded write also require cmp (the leader's election key).
+func (s *Store) setFence(cmp clientv3.Cmp) {
+	s.mu.Lock()
+	s.fence = []clientv3.Cmp{cmp}
+	s.mu.Unlock()
+}
+
+// fenced returns cmps plus the leader fence, if any.
+func (s *Store) fenced(cmps ...clientv3.Cmp) []clientv3.Cmp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(append([]clientv3.Cmp(nil), cmps...), s.fence...)
 }
 
 func (s *Store) topologyKey() string         { return s.prefix + "/topology" }
@@ -146,6 +164,9 @@ func (s *Store) PutTopology(ctx context.Context, yaml string) (*TopologyState, e
 // compatible checks that every live reservation still fits the new topology.
 func compatible(old *TopologyState, nt *topology.Topology, ons []*vonv1.Reservation, reserved map[Charge]uint64) error {
 	for _, on := range ons {
+		if terminal(on.GetState()) {
+			continue // ended: its record stays for a while, but nothing of it is on the network
+		}
 		for _, m := range on.GetMembers() {
 			n, ok := nt.Node(m.GetName())
 			if !ok || n.Kind != topology.KindHost || n.Address.String() != m.GetAddress() {
@@ -224,7 +245,7 @@ func (s *Store) Update(ctx context.Context, r *vonv1.Reservation, modRev int64, 
 	if err != nil {
 		return 0, err
 	}
-	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.onKey(r.GetName())), "=", modRev)).
+	tr, err := s.cli.Txn(ctx).If(s.fenced(clientv3.Compare(clientv3.ModRevision(s.onKey(r.GetName())), "=", modRev))...).
 		Then(append([]clientv3.Op{op}, extra...)...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("update reservation %s: %w", r.GetName(), err)
