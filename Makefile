@@ -5,7 +5,7 @@ BUF     ?= $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 BIN     := bin
 CMDS    := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test unit lint e2e demo proto proto-check fmt bench clean
+.PHONY: all build test unit lint e2e demo proto proto-check fmt bench fuzz clean
 
 all: build
 
@@ -14,7 +14,22 @@ build: ## build every command into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 test: lint ## everything CI runs: lint, then all tests (unit, netns, e2e) with -race
-	$(GO) test -race -count=1 -timeout 25m ./...
+	# -p 1: one package at a time. The netns and e2e tests push real traffic against
+	# leases and failure detectors measured in seconds; CPU-heavy packages running
+	# beside them on a 2-core machine made them flaky.
+	$(GO) test -race -count=1 -p 1 -timeout 25m ./...
+	# A count, not a duration: a timed -fuzztime can end with a spurious
+	# "context deadline exceeded" from the fuzzing engine.
+	$(MAKE) fuzz FUZZTIME=2000x
+
+# Fuzz targets on input from the network and from operators; `make fuzz` runs each
+# for FUZZTIME (docs/reliability.md records the long runs).
+FUZZTIME ?= 10m
+FUZZ := wire:FuzzParse topology:FuzzParse reservation:FuzzReserveInput agent:FuzzPartitionSpec
+fuzz: ## run every fuzz target for FUZZTIME (default 10m each)
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
+	  echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -timeout 0 -parallel 1 ./$$pkg/ || exit 1; done
 
 unit: ## tests that need neither root nor namespaces
 	$(GO) test -race -count=1 ./topology/ ./disjoint/ ./proto/...

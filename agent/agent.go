@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/vonproject/von/partition"
+	"github.com/vonproject/von/internal/rpcconn"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -24,27 +24,28 @@ const applyTimeout = 60 * time.Second
 
 // Agent is one router's agent. Build it with New, drive it with Run.
 type Agent struct {
-	cfg    Config
-	log    *slog.Logger
-	router *partition.Router
-	kern   *kernel
-	lis    net.Listener
-	mlis   net.Listener
-	reg    *prometheus.Registry
-	met    *metrics
-	ran    atomic.Bool
+	cfg  Config
+	log  *slog.Logger
+	dp   dataPlane
+	lis  net.Listener
+	mlis net.Listener
+	reg  *prometheus.Registry
+	met  *metrics
+	ran  atomic.Bool
 
 	mu         sync.Mutex
+	jr         *journal
 	st         *state
 	skipped    map[uint32]string // committed ONs not enforced now, with the reason
 	applyErr   error             // last convergence error; nil when converged
 	journalErr error             // last journal write error; the watchdog retries
 	// Journal seqs of manager pushes that a Register answer computed earlier
 	// must not undo: the last Sync, and releases by ON id.
-	syncSeq    uint64
-	releaseSeq map[uint32]uint64
-	startSeq   uint64 // journal seq when the agent started: older holds survived a restart
-	closed     bool
+	syncSeq     uint64
+	releaseSeq  map[uint32]uint64
+	startSeq    uint64    // journal seq when the agent started: older holds survived a restart
+	lastRefresh time.Time // when a manager last refreshed the leases
+	closed      bool
 }
 
 // New loads the journal from cfg.StateDir, opens the data plane of cfg.Netns
@@ -62,22 +63,30 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := checkWritable(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("%w: state dir %s is not writable: %w", ErrInvalid, cfg.StateDir, err)
 	}
-	st, found, err := loadJournal(cfg.StateDir, cfg.Node, cfg.HistorySize)
+	jr, st, found, err := openJournal(cfg.StateDir, cfg.Node, cfg.HistorySize)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, skipped: map[uint32]string{}, releaseSeq: map[uint32]uint64{}, startSeq: st.seq}
+	a := &Agent{cfg: cfg, log: cfg.Logger, jr: jr, st: st, skipped: map[uint32]string{}, releaseSeq: map[uint32]uint64{}, startSeq: st.seq}
 	ok := false
 	defer func() {
 		if !ok {
 			a.release()
 		}
 	}()
-	if a.kern, err = openKernel(cfg.Netns); err != nil {
-		return nil, err
-	}
-	if a.router, err = partition.New(ctx, cfg.partitionConfig()); err != nil {
-		return nil, fmt.Errorf("data plane: %w", err)
+	if cfg.Simulate != nil {
+		a.log.Warn("SIMULATED data plane: partitions are recorded, not installed (scale tests only)", "interfaces", len(cfg.Simulate))
+		sp, err := newSimPlane(cfg.Simulate)
+		if err != nil {
+			return nil, err
+		}
+		a.dp = sp
+	} else {
+		kp, err := openKernelPlane(ctx, cfg)
+		if err != nil {
+			return nil, err // a.dp stays nil (not a nil *kernelPlane)
+		}
+		a.dp = kp
 	}
 	if cfg.Listener != nil {
 		a.lis = cfg.Listener
@@ -121,6 +130,21 @@ func (a *Agent) MetricsAddr() net.Addr {
 	return a.mlis.Addr()
 }
 
+// Committed is the number of committed partitions the agent holds.
+func (a *Agent) Committed() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.st.committed)
+}
+
+// RefreshedSince says whether a manager has refreshed the agent's leases
+// since t.
+func (a *Agent) RefreshedSince(t time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.lastRefresh.Before(t)
+}
+
 // Registry is the agent's Prometheus registry (served at /metrics).
 func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 
@@ -142,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(a.interceptor))
+	srv := grpc.NewServer(rpcconn.ServerOptions(a.cfg.TLS, grpc.ChainUnaryInterceptor(a.interceptor))...)
 	vonv1.RegisterAgentServiceServer(srv, &service{a: a})
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
@@ -209,11 +233,9 @@ func (a *Agent) release() {
 	if a.journalErr != nil {
 		_ = a.persistLocked()
 	}
-	if a.router != nil {
-		_ = a.router.Close()
-	}
-	if a.kern != nil {
-		a.kern.close()
+	a.jr.close()
+	if a.dp != nil {
+		a.dp.close()
 	}
 	if a.lis != nil {
 		_ = a.lis.Close()
@@ -223,14 +245,27 @@ func (a *Agent) release() {
 	}
 }
 
-// applyLocked converges the kernel to the committed partitions.
+// applyLocked converges the kernel to the committed partitions, reading and
+// repairing everything the agent owns there (start, reconcile, Sync).
 func (a *Agent) applyLocked(ctx context.Context, why string) error {
+	a.dp.invalidate()
+	return a.convergeLocked(ctx, why, true)
+}
+
+// updateLocked converges the kernel after a change of the committed
+// partitions (Commit, Release, expiry), writing only the difference from
+// what the agent installed last; drift is left to the next reconcile.
+func (a *Agent) updateLocked(ctx context.Context, why string) error {
+	return a.convergeLocked(ctx, why, false)
+}
+
+func (a *Agent) convergeLocked(ctx context.Context, why string, full bool) error {
 	if a.closed {
 		return ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
-	ifs, err := a.kern.interfaces()
+	ifs, err := a.dp.interfaces()
 	if err != nil {
 		a.applyErr = err
 		return err
@@ -243,7 +278,7 @@ func (a *Agent) applyLocked(ctx context.Context, why string) error {
 	}
 	a.skipped = skipped
 	start := time.Now()
-	err = a.router.Apply(ctx, d)
+	err = a.dp.apply(ctx, d, full || a.applyErr != nil)
 	a.met.applySeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		a.met.applyErrors.Inc()
@@ -259,13 +294,9 @@ func (a *Agent) applyLocked(ctx context.Context, why string) error {
 	return nil
 }
 
-// persistLocked writes the journal atomically.
+// persistLocked makes the state durable (journal.go, wal.go).
 func (a *Agent) persistLocked() error {
-	b, err := a.st.encode(a.cfg.Node, time.Now())
-	if err == nil {
-		err = writeFileAtomic(a.cfg.StateDir, JournalFile, b)
-	}
-	if err != nil {
+	if err := a.jr.persist(a.st, time.Now()); err != nil {
 		a.met.journalErrors.Inc()
 		a.journalErr = err
 		a.log.Error("journal write failed; retrying", "err", err)
@@ -325,12 +356,11 @@ func (a *Agent) tick(ctx context.Context, now time.Time, reconcile bool) {
 		return
 	}
 	changed := a.expireLocked(now)
-	if changed || a.applyErr != nil || reconcile {
-		why := "reconcile"
-		if changed {
-			why = "expiry"
-		}
-		_ = a.applyLocked(ctx, why)
+	switch {
+	case reconcile || a.applyErr != nil:
+		_ = a.applyLocked(ctx, "reconcile")
+	case changed:
+		_ = a.updateLocked(ctx, "expiry")
 	}
 	if changed || a.journalErr != nil {
 		_ = a.persistLocked()

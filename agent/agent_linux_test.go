@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -298,5 +299,50 @@ func TestLeaseFailsafe(t *testing.T) {
 	resp, err := r.c.Refresh(ctx, &vonv1.AgentServiceRefreshRequest{LeaderEpoch: 1, OnIds: []uint32{21}})
 	if err != nil || len(resp.GetUnknownOnIds()) != 1 {
 		t.Fatalf("refresh after expiry: %v %v", resp, err)
+	}
+}
+
+// One Refresh naming very many ids (unknown and repeated) is answered at once:
+// the agent's lock, which 2PC, the watchdog and heartbeats share, is held for
+// one lookup per distinct id.
+func TestRefreshManyIDs(t *testing.T) {
+	tb := bed(t)
+	r := startAgent(t, tb, t.TempDir(), nil)
+	install(t, r, "m", 1, spec(21, 3_000_000, 10*time.Second))
+	ids := make([]uint32, 0, 600_000)
+	for i := range uint32(300_000) {
+		ids = append(ids, 1000+i, 1000+i) // every unknown id twice
+	}
+	ids = append(ids, 21)
+	start := time.Now()
+	resp, err := r.c.Refresh(ctxT(t), &vonv1.AgentServiceRefreshRequest{LeaderEpoch: 1, OnIds: ids})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetUnknownOnIds()); n != 300_000 {
+		t.Fatalf("%d unknown ids, want 300000 (each once)", n)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("Refresh of %d ids took %v", len(ids), took)
+	}
+	t.Logf("Refresh of %d ids: %v", len(ids), took)
+}
+
+// Refused Prepares do not push the outcomes retries rely on out of the bounded
+// history: after many refusals a retried Commit still answers already committed.
+func TestRefusalsKeepHistory(t *testing.T) {
+	tb := bed(t)
+	r := startAgent(t, tb, t.TempDir(), func(c *Config) { c.HistorySize = 16 })
+	install(t, r, "keep", 1, spec(21, 3_000_000, 30*time.Second))
+	bad := spec(22, 3_000_000, 30*time.Second)
+	bad.Classes[0].Interface = "eth9"
+	for i := range 40 {
+		if v := prepare(t, r, fmt.Sprintf("refused-%d", i), 1, bad, time.Second); v.GetVote() != vonv1.Vote_VOTE_REFUSED {
+			t.Fatalf("prepare on a missing interface: %v", v)
+		}
+	}
+	if c := commit(t, r, "keep", 1, 21); !c.GetAlreadyCommitted() {
+		t.Fatal("a retried commit is not recognised after 40 refusals")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vonproject/von/partition"
+	"github.com/vonproject/von/pki"
 )
 
 // Defaults for Config fields left zero.
@@ -50,6 +51,12 @@ type Config struct {
 	// Version is reported to the manager.
 	Version string
 
+	// Simulate replaces the kernel with a SIMULATED data plane holding these
+	// interfaces: desired states are validated and recorded, nothing is
+	// installed, Netns is ignored. For scale tests that run many agents in one
+	// process; never on a router.
+	Simulate []SimulatedInterface
+
 	// Data plane options, passed to partition.Config.
 	DSCP           uint8  // ON codepoint, default 44
 	Port           uint16 // ON UDP port, default 4750
@@ -75,6 +82,13 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// HistorySize bounds the remembered txn outcomes (idempotent retries).
 	HistorySize int
+
+	// TLS is the agent's certificate (kind agent, named Node): AgentService
+	// then serves mutual TLS to managers only, and registration checks that
+	// it talks to a manager. Insecure must be set instead for plaintext, where
+	// anyone who can connect may drive the agent; one of the two is required.
+	TLS      *pki.Material
+	Insecure bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -83,6 +97,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StateDir == "" {
 		return c, invalidf("state dir is required")
+	}
+	switch {
+	case c.TLS == nil && !c.Insecure:
+		return c, invalidf("%v: give the agent's certificate, or choose insecure (plaintext) explicitly", pki.ErrNoCredentials)
+	case c.TLS != nil && c.Insecure:
+		return c, invalidf("TLS and insecure together: choose one")
+	case c.TLS != nil && (c.TLS.Identity().Kind != pki.KindAgent || c.TLS.Identity().Name != c.Node):
+		return c, invalidf("the certificate names %s; router %s needs an agent certificate named %s (von-manager pki issue --kind agent --name %s)",
+			c.TLS.Identity(), c.Node, c.Node, c.Node)
 	}
 	if c.ListenAddr == "" {
 		c.ListenAddr = DefaultListenAddr

@@ -138,8 +138,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // startAgent runs an agent for r1 of tb with state in dir. mod adjusts the config.
 func startAgent(t *testing.T, tb *testbed.Testbed, dir string, mod func(*Config)) *running {
 	t.Helper()
+	ns := ""
+	if tb != nil {
+		ns = tb.Namespace("r1")
+	}
 	cfg := Config{
-		Node: "r1", Netns: tb.Namespace("r1"), StateDir: dir, ListenAddr: "127.0.0.1:0",
+		Insecure: true,
+		Node:     "r1", Netns: ns, StateDir: dir, ListenAddr: "127.0.0.1:0",
 		Logger: testLogger(t), Version: "test",
 		WatchInterval: 100 * time.Millisecond, RegisterInterval: 200 * time.Millisecond, RegisterTimeout: time.Second,
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // JournalFile is the name of the agent journal inside the state directory.
 const JournalFile = "journal.json"
 
-const journalVersion = 1
+// journalVersion 2 added the write-ahead log (LogFile); version 1 journals
+// (a snapshot alone) are read too.
+const journalVersion = 2
 
 // committedON is a committed partition as the agent holds it.
 type committedON struct {
@@ -65,13 +68,22 @@ type outcome struct {
 type histKey struct{ op, txn string }
 
 // history is a bounded FIFO of outcomes, keyed by (op, txn_id).
+// history remembers txn outcomes for idempotent retries, oldest dropped first.
+// Refused Prepares are kept apart, in a bound of their own, so that a stream of
+// refusals cannot push out the commits, aborts and releases retries rely on.
 type history struct {
-	max   int
-	order []histKey
-	m     map[histKey]*outcome
+	max     int
+	order   []histKey // decisive outcomes
+	refs    []histKey // refused prepares
+	m       map[histKey]*outcome
+	pending []histOp // changes not yet journaled
 }
 
 func newHistory(max int) *history { return &history{max: max, m: map[histKey]*outcome{}} }
+
+func (o *outcome) refusal() bool {
+	return o.Op == opPrepare && o.Vote == vonv1.Vote_VOTE_REFUSED.String()
+}
 
 func (h *history) get(op, txn string) (*outcome, bool) {
 	o, ok := h.m[histKey{op, txn}]
@@ -80,13 +92,18 @@ func (h *history) get(op, txn string) (*outcome, bool) {
 
 func (h *history) put(o outcome) {
 	k := histKey{o.Op, o.TxnID}
+	q := &h.order
+	if o.refusal() {
+		q = &h.refs
+	}
 	if _, ok := h.m[k]; !ok {
-		h.order = append(h.order, k)
+		*q = append(*q, k)
 	}
 	h.m[k] = &o
-	for len(h.order) > h.max {
-		delete(h.m, h.order[0])
-		h.order = h.order[1:]
+	h.pending = append(h.pending, histOp{Put: &o})
+	for len(*q) > h.max {
+		delete(h.m, (*q)[0])
+		*q = (*q)[1:]
 	}
 }
 
@@ -96,17 +113,17 @@ func (h *history) del(op, txn string) {
 		return
 	}
 	delete(h.m, k)
-	for i, o := range h.order {
-		if o == k {
-			h.order = append(h.order[:i], h.order[i+1:]...)
-			break
+	h.pending = append(h.pending, histOp{Op: op, TxnID: txn, Delete: true})
+	for _, q := range []*[]histKey{&h.order, &h.refs} {
+		if i := slices.Index(*q, k); i >= 0 {
+			*q = slices.Delete(*q, i, i+1)
 		}
 	}
 }
 
 func (h *history) list() []outcome {
-	out := make([]outcome, 0, len(h.order))
-	for _, k := range h.order {
+	out := make([]outcome, 0, len(h.order)+len(h.refs))
+	for _, k := range append(slices.Clone(h.order), h.refs...) {
 		out = append(out, *h.m[k])
 	}
 	return out
@@ -114,14 +131,22 @@ func (h *history) list() []outcome {
 
 // journalFile is the on-disk form (docs/agent.md describes it).
 type journalFile struct {
-	Version     int           `json:"version"`
-	Node        string        `json:"node"`
-	LeaderEpoch uint64        `json:"leader_epoch"`
-	Seq         uint64        `json:"seq"`
-	SavedTime   time.Time     `json:"saved_time"`
-	Committed   []journalON   `json:"committed"`
-	Prepared    []journalHold `json:"prepared"`
-	History     []outcome     `json:"history"`
+	Version     int    `json:"version"`
+	Node        string `json:"node"`
+	LeaderEpoch uint64 `json:"leader_epoch"`
+	// The manager cluster the agent follows, and when it was created.
+	Cluster        string    `json:"cluster,omitempty"`
+	ClusterCreated time.Time `json:"cluster_created,omitzero"`
+	// The highest etcd revision of a Commit, Release or Sync applied (Syncs
+	// read below it are stale).
+	StateRevision uint64 `json:"state_revision,omitempty"`
+	// LSN is the last log record the snapshot includes.
+	LSN       uint64        `json:"lsn,omitempty"`
+	Seq       uint64        `json:"seq"`
+	SavedTime time.Time     `json:"saved_time"`
+	Committed []journalON   `json:"committed"`
+	Prepared  []journalHold `json:"prepared"`
+	History   []outcome     `json:"history"`
 }
 
 type journalON struct {
@@ -144,8 +169,13 @@ type journalHold struct {
 
 // state is everything the journal keeps. The agent guards it with its mutex.
 type state struct {
-	epoch     uint64
+	epoch    uint64 // the highest leader epoch seen within cluster
+	cluster  string // the manager cluster followed ("" until one is learned)
+	created  time.Time
+	stateRev uint64 // highest state_revision applied (within cluster)
+
 	seq       uint64
+	lsn       uint64 // last journal record (snapshot or log) loaded
 	committed map[uint32]*committedON
 	holds     map[string]*heldTxn // by txn id
 	hist      *history
@@ -157,33 +187,37 @@ func newState(histMax int) *state {
 
 func (s *state) nextSeq() uint64 { s.seq++; return s.seq }
 
-var specJSON = protojson.MarshalOptions{UseProtoNames: true}
+var (
+	specJSON      = protojson.MarshalOptions{UseProtoNames: true}
+	specUnmarshal = protojson.UnmarshalOptions{}
+)
 
-func (s *state) encode(node string, now time.Time) ([]byte, error) {
-	j := journalFile{Version: journalVersion, Node: node, LeaderEpoch: s.epoch, Seq: s.seq, SavedTime: now.UTC(),
-		Committed: []journalON{}, Prepared: []journalHold{}, History: s.hist.list()}
+// encode is the snapshot of s, including log records up to lsn.
+func (s *state) encode(node string, now time.Time, lsn uint64) ([]byte, error) {
+	j := journalFile{Version: journalVersion, Node: node, LeaderEpoch: s.epoch, Cluster: s.cluster, ClusterCreated: s.created, StateRevision: s.stateRev,
+		LSN: lsn, Seq: s.seq, SavedTime: now.UTC(),
+		Committed: make([]journalON, 0, len(s.committed)), Prepared: []journalHold{}, History: s.hist.list()}
 	for id, c := range s.committed {
-		b, err := specJSON.Marshal(c.Spec)
+		e, err := encodeON(id, c)
 		if err != nil {
 			return nil, err
 		}
-		j.Committed = append(j.Committed, journalON{OnID: id, TxnID: c.TxnID, Epoch: c.Epoch, Seq: c.Seq,
-			LeaseExpireTime: c.LeaseExpire.Round(0).UTC(), Spec: b})
+		j.Committed = append(j.Committed, e)
 	}
 	sort.Slice(j.Committed, func(a, b int) bool { return j.Committed[a].OnID < j.Committed[b].OnID })
 	for _, h := range s.holds {
-		b, err := specJSON.Marshal(h.Spec)
+		e, err := encodeHold(h)
 		if err != nil {
 			return nil, err
 		}
-		j.Prepared = append(j.Prepared, journalHold{TxnID: h.TxnID, OnID: h.Spec.GetOnId(), Epoch: h.Epoch, Seq: h.Seq,
-			HoldExpireTime: h.HoldExpire.Round(0).UTC(), Spec: b})
+		j.Prepared = append(j.Prepared, e)
 	}
 	sort.Slice(j.Prepared, func(a, b int) bool { return j.Prepared[a].Seq < j.Prepared[b].Seq })
-	return json.MarshalIndent(j, "", " ")
+	return json.Marshal(j)
 }
 
-// loadJournal reads dir/journal.json; a missing file is an empty state.
+// loadJournal reads the snapshot dir/journal.json; a missing file is an empty
+// state. openJournal replays the log after it.
 func loadJournal(dir, node string, histMax int) (*state, bool, error) {
 	path := filepath.Join(dir, JournalFile)
 	s := newState(histMax)
@@ -198,30 +232,31 @@ func loadJournal(dir, node string, histMax int) (*state, bool, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, false, invalidf("journal %s is corrupt (%v); move it away to start empty (the manager re-drives the committed state on registration)", path, err)
 	}
-	if j.Version != journalVersion {
-		return nil, false, invalidf("journal %s has version %d, this agent reads %d", path, j.Version, journalVersion)
+	if j.Version != journalVersion && j.Version != 1 {
+		return nil, false, invalidf("journal %s has version %d, this agent reads versions 1 and %d", path, j.Version, journalVersion)
 	}
 	if j.Node != node {
 		return nil, false, invalidf("journal %s belongs to node %q, not %q: use another --state-dir", path, j.Node, node)
 	}
-	s.epoch, s.seq = j.LeaderEpoch, j.Seq
+	s.epoch, s.seq, s.cluster, s.created, s.stateRev, s.lsn = j.LeaderEpoch, j.Seq, j.Cluster, j.ClusterCreated, j.StateRevision, j.LSN
 	for _, c := range j.Committed {
-		spec := &vonv1.PartitionSpec{}
-		if err := protojson.Unmarshal(c.Spec, spec); err != nil || spec.GetOnId() != c.OnID {
-			return nil, false, invalidf("journal %s: committed ON %d has a bad spec (%v)", path, c.OnID, err)
+		on, err := c.decode()
+		if err != nil {
+			return nil, false, invalidf("journal %s: %v", path, err)
 		}
-		s.committed[c.OnID] = &committedON{TxnID: c.TxnID, Spec: spec, LeaseExpire: c.LeaseExpireTime, Seq: c.Seq, Epoch: c.Epoch}
+		s.committed[c.OnID] = on
 	}
 	for _, h := range j.Prepared {
-		spec := &vonv1.PartitionSpec{}
-		if err := protojson.Unmarshal(h.Spec, spec); err != nil || spec.GetOnId() != h.OnID {
-			return nil, false, invalidf("journal %s: prepared txn %q has a bad spec (%v)", path, h.TxnID, err)
+		held, err := h.decode()
+		if err != nil {
+			return nil, false, invalidf("journal %s: %v", path, err)
 		}
-		s.holds[h.TxnID] = &heldTxn{TxnID: h.TxnID, Spec: spec, HoldExpire: h.HoldExpireTime, Seq: h.Seq, Epoch: h.Epoch}
+		s.holds[h.TxnID] = held
 	}
 	for _, o := range j.History {
 		s.hist.put(o)
 	}
+	s.hist.pending = nil
 	return s, true, nil
 }
 

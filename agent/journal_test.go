@@ -21,7 +21,7 @@ func TestJournalRoundTripAndRefusals(t *testing.T) {
 	for i := range 5 { // bounded history keeps the last 3
 		st.hist.put(outcome{Op: opAbort, TxnID: string(rune('a' + i)), Time: exp})
 	}
-	b, err := st.encode("r1", time.Now())
+	b, err := st.encode("r1", time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestTranslateAndDesired(t *testing.T) {
 		len(on.Policing) != 1 || on.Policing[0].Members[0] != netip.MustParseAddr("10.77.2.1") {
 		t.Fatalf("toON: %+v", on)
 	}
-	cfg, err := Config{Node: "r1", StateDir: "x"}.withDefaults()
+	cfg, err := Config{Node: "r1", StateDir: "x", Insecure: true}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,3 +19,5 @@ func (k *kernel) close() {}
 func (k *kernel) interfaces() (map[string]ifaceInfo, error) {
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, partition.ErrUnsupportedPlatform)
 }
+
+func (k *kernel) invalidate() {}

@@ -90,7 +90,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	obs, err := a.router.Observe(ctx)
+	obs, err := a.dp.observe(ctx)
 	if err != nil {
 		a.log.Debug("metrics: observe failed", "err", err)
 		return

@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/vonproject/von/internal/rpcconn"
+	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -41,7 +42,8 @@ func (a *Agent) registerLoop(ctx context.Context) {
 		a.log.Warn("no manager address: the agent will not register (it still serves AgentService)")
 		return
 	}
-	conn, err := grpc.NewClient(a.cfg.ManagerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := rpcconn.Dial(a.cfg.ManagerAddr, a.cfg.TLS, pki.Expect(pki.KindManager, ""),
+		grpc.WithDisableRetry()) // registerLoop retries (and logs) by itself
 	if err != nil {
 		a.log.Error("bad manager address; not registering", "manager", a.cfg.ManagerAddr, "err", err)
 		return
@@ -82,14 +84,15 @@ func (a *Agent) registerLoop(ctx context.Context) {
 }
 
 func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, converge bool) error {
-	ifs, err := a.kern.interfaces()
+	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return err
 	}
 	req := &vonv1.AgentRegistryServiceRegisterRequest{Node: a.cfg.Node, Endpoint: a.endpoint(),
-		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version}
+		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version, Heartbeat: !converge}
 	a.mu.Lock()
 	sentSeq := a.st.seq
+	req.StateRevision = a.st.stateRev
 	a.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.RegisterTimeout)
 	resp, err := client.Register(cctx, req)
@@ -100,6 +103,12 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 	}
 	a.met.register.WithLabelValues("ok").Inc()
 	a.mu.Lock()
+	if !converge && resp.GetClusterId() != a.st.cluster {
+		// A heartbeat's answer carries no desired state, and moving to
+		// another cluster means converging to its state: ask for it.
+		a.mu.Unlock()
+		return a.registerOnce(ctx, client, true)
+	}
 	defer a.mu.Unlock()
 	defer func() {
 		for id, seq := range a.releaseSeq {
@@ -111,17 +120,18 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 	if a.closed {
 		return ErrClosed
 	}
-	if resp.GetLeaderEpoch() > a.st.epoch {
-		a.log.Info("new leader epoch from registration", "epoch", resp.GetLeaderEpoch(), "previous", a.st.epoch)
-		a.st.epoch = resp.GetLeaderEpoch()
-		if !converge {
+	before := a.st.epoch
+	moved, err := a.followLocked(resp)
+	if err != nil {
+		return err
+	}
+	if !converge && !moved {
+		if a.st.epoch != before {
 			_ = a.persistLocked()
 		}
-	}
-	if !converge {
 		return nil
 	}
-	return a.adoptLocked(ctx, resp, sentSeq)
+	return a.adoptLocked(ctx, resp, sentSeq, moved)
 }
 
 // adoptLocked converges to the desired state a registration returned and
@@ -133,12 +143,18 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 // holds belong to a round the current leader may still decide and are left to
 // their decision or their hold_ttl. Holds, commits, releases and Syncs newer
 // than the Register request (journal seq > sentSeq) raced with it and win
-// over the answer.
-func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServiceRegisterResponse, sentSeq uint64) error {
+// over the answer. When the agent moved to a new manager cluster, every older
+// hold is in doubt (the new cluster's epochs say nothing about the old one's).
+func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServiceRegisterResponse, sentSeq uint64, moved bool) error {
 	if a.syncSeq > sentSeq {
 		a.log.Info("a Sync arrived while registering; keeping its state")
 		return nil
 	}
+	if r := resp.GetStateRevision(); !moved && r != 0 && r < a.st.stateRev {
+		return fmt.Errorf("%w: the registration's desired state was read at revision %d, before a change (revision %d) this agent already applied; not adopted, registering again",
+			ErrStaleEpoch, r, a.st.stateRev)
+	}
+	a.st.stateRev = max(a.st.stateRev, resp.GetStateRevision())
 	var specs []*vonv1.PartitionSpec
 	listed := map[uint32]*vonv1.PartitionSpec{}
 	for _, sp := range resp.GetPartitions() {
@@ -158,7 +174,7 @@ func (a *Agent) adoptLocked(ctx context.Context, resp *vonv1.AgentRegistryServic
 	}
 	now := time.Now()
 	for txn, h := range a.st.holds {
-		if h.Seq > sentSeq || (h.Seq > a.startSeq && h.Epoch >= resp.GetLeaderEpoch()) {
+		if h.Seq > sentSeq || (!moved && h.Seq > a.startSeq && h.Epoch >= resp.GetLeaderEpoch()) {
 			continue
 		}
 		id := h.Spec.GetOnId()

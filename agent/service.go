@@ -23,10 +23,25 @@ type service struct {
 	a *Agent
 }
 
-// fenceLocked rejects a stale leader epoch and remembers a newer one.
-func (a *Agent) fenceLocked(epoch uint64) error {
+// fenceLocked rejects a call from another manager cluster than the one the
+// agent follows, or with a stale leader epoch, and remembers a newer epoch.
+// Epochs are etcd revisions: they are compared only within one cluster.
+func (a *Agent) fenceLocked(cluster string, epoch uint64) error {
 	if a.closed {
 		return ErrClosed
+	}
+	switch {
+	case cluster == a.st.cluster:
+	case a.st.cluster == "":
+		// The first cluster to reach this agent (its managers are authenticated
+		// by their certificates): follow it, counting its epochs afresh.
+		a.log.Info("following manager cluster", "cluster", cluster, "epoch", epoch, "previous_epoch", a.st.epoch)
+		a.st.cluster, a.st.epoch, a.st.stateRev = cluster, epoch, 0
+	case cluster == "":
+		return fmt.Errorf("%w: the call names no manager cluster; this agent follows cluster %s", ErrStaleEpoch, a.st.cluster)
+	default:
+		return fmt.Errorf("%w: the call is from manager cluster %s; this agent follows cluster %s (created %s) and moves to another only when it registers with one created later",
+			ErrStaleEpoch, cluster, a.st.cluster, a.st.created.Format(time.RFC3339))
 	}
 	if epoch < a.st.epoch {
 		return fmt.Errorf("%w: leader_epoch %d is below %d, which this agent has already seen: a newer manager leader is in charge",
@@ -37,6 +52,44 @@ func (a *Agent) fenceLocked(epoch uint64) error {
 		a.st.epoch = epoch
 	}
 	return nil
+}
+
+// followLocked applies the manager cluster and epoch of a registration
+// answer. It reports whether the agent moved to a new cluster (its holds are
+// then all in doubt), and fails for an answer from an older cluster than the
+// one followed, which the agent ignores.
+func (a *Agent) followLocked(resp *vonv1.AgentRegistryServiceRegisterResponse) (moved bool, err error) {
+	id, created := resp.GetClusterId(), resp.GetClusterCreateTime().AsTime()
+	if resp.GetClusterCreateTime() == nil {
+		created = time.Time{}
+	}
+	switch {
+	case id == a.st.cluster:
+		if a.st.created.IsZero() && !created.IsZero() {
+			a.st.created = created
+		}
+		if resp.GetLeaderEpoch() < a.st.epoch {
+			// A deposed leader's answer (computed before it lost the lead):
+			// its desired state may predate the successor's changes.
+			return false, fmt.Errorf("%w: registration answered by leader epoch %d, below %d which this agent has seen; ignoring its desired state",
+				ErrStaleEpoch, resp.GetLeaderEpoch(), a.st.epoch)
+		}
+		if resp.GetLeaderEpoch() > a.st.epoch {
+			a.log.Info("new leader epoch from registration", "epoch", resp.GetLeaderEpoch(), "previous", a.st.epoch)
+			a.st.epoch = resp.GetLeaderEpoch()
+		}
+		return false, nil
+	case id == "":
+		return false, fmt.Errorf("%w: the manager names no cluster; this agent follows cluster %s", ErrStaleEpoch, a.st.cluster)
+	case a.st.cluster == "" || created.After(a.st.created):
+		a.log.Warn("moving to a newer manager cluster (etcd rebuilt or replaced); its epochs start afresh",
+			"cluster", id, "created", created, "previous", a.st.cluster, "previous_created", a.st.created, "epoch", resp.GetLeaderEpoch())
+		a.st.cluster, a.st.created, a.st.epoch, a.st.stateRev = id, created, resp.GetLeaderEpoch(), 0
+		return true, nil
+	default:
+		return false, fmt.Errorf("%w: the manager is of cluster %s (created %s), older than cluster %s (created %s) this agent follows; is it a stale cluster?",
+			ErrStaleEpoch, id, created.Format(time.RFC3339), a.st.cluster, a.st.created.Format(time.RFC3339))
+	}
 }
 
 func (a *Agent) ttl(d *durationpb.Duration, def time.Duration, what string) (time.Duration, error) {
@@ -84,7 +137,7 @@ func (s *service) Prepare(ctx context.Context, req *vonv1.AgentServicePrepareReq
 	if err != nil {
 		return nil, err
 	}
-	ifs, err := a.kern.interfaces()
+	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +145,7 @@ func (s *service) Prepare(ctx context.Context, req *vonv1.AgentServicePrepareReq
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	before := a.st.epoch
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
 	refuse := func(reason string) (*vonv1.AgentServicePrepareResponse, error) {
@@ -220,14 +273,14 @@ func (s *service) Commit(ctx context.Context, req *vonv1.AgentServiceCommitReque
 	if txn == "" {
 		return nil, invalidf("txn_id is required")
 	}
-	ifs, err := a.kern.interfaces()
+	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	before := a.st.epoch
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
 	if o, ok := a.st.hist.get(opCommit, txn); ok {
@@ -236,6 +289,9 @@ func (s *service) Commit(ctx context.Context, req *vonv1.AgentServiceCommitReque
 		}
 		if before != a.st.epoch {
 			_ = a.persistLocked()
+		}
+		if why := a.skipped[o.OnID]; why != "" {
+			return nil, fmt.Errorf("%w: txn %q is committed but ON %d is not enforced now: %s", ErrPrecondition, txn, o.OnID, why)
 		}
 		exp := o.LeaseExpire
 		if c, ok := a.st.committed[o.OnID]; ok && c.TxnID == txn {
@@ -264,7 +320,7 @@ func (s *service) Commit(ctx context.Context, req *vonv1.AgentServiceCommitReque
 	prev := a.st.committed[id]
 	c := &committedON{TxnID: txn, Spec: h.Spec, LeaseExpire: now.Add(a.leaseOf(h.Spec)), Seq: a.st.nextSeq(), Epoch: req.GetLeaderEpoch()}
 	a.st.committed[id] = c
-	err = a.applyLocked(ctx, "commit")
+	err = a.updateLocked(ctx, "commit")
 	if err == nil && a.skipped[id] != "" {
 		err = fmt.Errorf("%w: ON %d: %s", ErrExhausted, id, a.skipped[id])
 	}
@@ -274,12 +330,13 @@ func (s *service) Commit(ctx context.Context, req *vonv1.AgentServiceCommitReque
 		} else {
 			delete(a.st.committed, id)
 		}
-		if rerr := a.applyLocked(ctx, "commit undo"); rerr != nil {
+		if rerr := a.updateLocked(ctx, "commit undo"); rerr != nil {
 			a.log.Error("restoring the data plane after a failed commit", "err", rerr)
 		}
 		return nil, fmt.Errorf("commit txn %q (ON %d): %w", txn, id, err)
 	}
 	delete(a.st.holds, txn)
+	a.st.stateRev = max(a.st.stateRev, req.GetStateRevision())
 	a.st.hist.put(outcome{Op: opCommit, TxnID: txn, OnID: id, LeaseExpire: c.LeaseExpire, Time: now})
 	if err := a.persistLocked(); err != nil {
 		return nil, err // installed; a retry answers from memory and persists again
@@ -297,7 +354,7 @@ func (s *service) Abort(ctx context.Context, req *vonv1.AgentServiceAbortRequest
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
 	if o, ok := a.st.hist.get(opAbort, txn); ok {
@@ -333,25 +390,31 @@ func (s *service) Refresh(ctx context.Context, req *vonv1.AgentServiceRefreshReq
 	if err != nil {
 		return nil, err
 	}
+	// Sorted and de-duplicated before the lock: the work under it is one map
+	// lookup per distinct id, however many the request repeats.
+	ids := slices.Clone(req.GetOnIds())
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
 	exp := time.Now().Add(ttl)
+	a.lastRefresh = time.Now()
 	resp := &vonv1.AgentServiceRefreshResponse{}
-	for _, id := range req.GetOnIds() {
+	for _, id := range ids {
 		if c, ok := a.st.committed[id]; ok {
 			c.LeaseExpire = exp
-		} else if !slices.Contains(resp.UnknownOnIds, id) {
+		} else {
 			resp.UnknownOnIds = append(resp.UnknownOnIds, id)
 		}
 	}
 	if err := a.persistLocked(); err != nil {
 		return nil, err
 	}
-	if len(resp.UnknownOnIds) > 0 {
-		a.log.Info("refresh named unknown ONs", "on_ids", resp.UnknownOnIds)
+	if n := len(resp.UnknownOnIds); n > 0 {
+		a.log.Info("refresh named unknown ONs", "count", n, "first", resp.UnknownOnIds[:min(n, 16)])
 	}
 	return resp, nil
 }
@@ -368,7 +431,7 @@ func (s *service) Release(ctx context.Context, req *vonv1.AgentServiceReleaseReq
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
 	if o, ok := a.st.hist.get(opRelease, txn); ok {
@@ -392,8 +455,9 @@ func (s *service) Release(ctx context.Context, req *vonv1.AgentServiceReleaseReq
 	if _, ok := a.st.committed[id]; ok {
 		delete(a.st.committed, id)
 		removed = true
-		applyErr = a.applyLocked(ctx, "release")
+		applyErr = a.updateLocked(ctx, "release")
 	}
+	a.st.stateRev = max(a.st.stateRev, req.GetStateRevision())
 	a.st.hist.put(outcome{Op: opRelease, TxnID: txn, OnID: id, Flag: removed, Time: now})
 	if err := a.persistLocked(); err != nil {
 		return nil, err
@@ -421,9 +485,14 @@ func (s *service) Sync(ctx context.Context, req *vonv1.AgentServiceSyncRequest) 
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.fenceLocked(req.GetLeaderEpoch()); err != nil {
+	if err := a.fenceLocked(req.GetClusterId(), req.GetLeaderEpoch()); err != nil {
 		return nil, err
 	}
+	if r := req.GetStateRevision(); r != 0 && r < a.st.stateRev {
+		return nil, fmt.Errorf("%w: the desired state was read at revision %d, before a change (revision %d) this agent already applied; a stale Sync is not applied",
+			ErrStaleEpoch, r, a.st.stateRev)
+	}
+	a.st.stateRev = max(a.st.stateRev, req.GetStateRevision())
 	a.syncSeq = a.st.nextSeq()
 	resp, err := a.replaceCommittedLocked(ctx, req.GetPartitions(), fmt.Sprintf("sync@%d", req.GetLeaderEpoch()), req.GetLeaderEpoch(), nil)
 	if perr := a.persistLocked(); err == nil {
@@ -483,6 +552,11 @@ func (a *Agent) replaceCommittedLocked(ctx context.Context, specs []*vonv1.Parti
 	resp.InstalledOnIds = notSkipped(resp.InstalledOnIds)
 	resp.UpdatedOnIds = notSkipped(resp.UpdatedOnIds)
 	sort.Slice(resp.RemovedOnIds, func(x, y int) bool { return resp.RemovedOnIds[x] < resp.RemovedOnIds[y] })
+	for _, sp := range specs {
+		if why := a.skipped[sp.GetOnId()]; why != "" {
+			resp.Skipped = append(resp.Skipped, &vonv1.SkippedPartition{OnId: sp.GetOnId(), Reason: why})
+		}
+	}
 	a.log.Info("converged to pushed desired state", "source", txn, "partitions", len(specs),
 		"installed", resp.InstalledOnIds, "updated", resp.UpdatedOnIds, "removed", resp.RemovedOnIds, "skipped", len(a.skipped))
 	return resp, err

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vonproject/von/partition"
+	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -40,11 +41,11 @@ func counters(ifname string, c partition.Counters) *vonv1.InterfaceCounters {
 // Status implements AgentService.Status.
 func (s *service) Status(ctx context.Context, req *vonv1.AgentServiceStatusRequest) (*vonv1.AgentServiceStatusResponse, error) {
 	a := s.a
-	ifs, err := a.kern.interfaces()
+	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return nil, err
 	}
-	obs, obsErr := a.router.Observe(ctx)
+	obs, obsErr := a.dp.observe(ctx)
 	want := func(id uint32) bool { return len(req.GetOnIds()) == 0 || slices.Contains(req.GetOnIds(), id) }
 
 	a.mu.Lock()
@@ -53,7 +54,7 @@ func (s *service) Status(ctx context.Context, req *vonv1.AgentServiceStatusReque
 		return nil, ErrClosed
 	}
 	resp := &vonv1.AgentServiceStatusResponse{Node: a.cfg.Node, Interfaces: a.cfg.protoIfaces(ifs),
-		LeaderEpoch: a.st.epoch, SampleTime: timestamppb.Now()}
+		LeaderEpoch: a.st.epoch, ClusterId: a.st.cluster, SampleTime: timestamppb.Now()}
 	d, _ := a.cfg.desired(a.st.committed, ifs)
 	capacity := map[string]uint64{}
 	for _, i := range d.Interfaces {
@@ -140,6 +141,17 @@ func (a *Agent) interceptor(ctx context.Context, req any, info *grpc.UnaryServer
 			a.log.Debug("call", "method", method, "outcome", out, "took", time.Since(start))
 		}
 	}()
+	if a.cfg.TLS != nil {
+		// Only managers drive an agent: a user's or another agent's
+		// certificate from the same CA is not enough.
+		id, ok := pki.PeerIdentity(ctx)
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "no client certificate")
+		}
+		if id.Kind != pki.KindManager {
+			return nil, status.Errorf(codes.PermissionDenied, "AgentService is for managers; this connection presents %s", id)
+		}
+	}
 	resp, err = handler(ctx, req)
 	return resp, toStatus(err)
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -46,21 +47,37 @@ func TestMain(m *testing.M) {
 // fastLeases make lease tests quick: partitions live 3 s without refresh.
 var fastLeases = []string{"--partition-lease", "3s", "--hold-ttl", "3s", "--agent-liveness", "4s", "--reconcile", "2s"}
 
-// start builds the testbed and the cluster for a test; both go away when it ends, and
-// their logs are printed if it failed.
+// start builds the testbed and the cluster (one manager) for a test; both go away
+// when it ends, and their logs are printed if it failed.
 func start(t *testing.T, topoFile string, managerArgs ...string) *cluster.Cluster {
+	t.Helper()
+	return startWith(t, topoFile, cluster.Options{ManagerArgs: managerArgs})
+}
+
+// startWith is start with more options (several managers, an etcd cluster).
+func startWith(t *testing.T, topoFile string, opts cluster.Options) *cluster.Cluster {
 	t.Helper()
 	tb := testbed.New(t, testbed.Load(t, topoFile), testbed.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, tb, cluster.Options{BinDir: binDir, Dir: t.TempDir(), ManagerArgs: managerArgs})
+	opts.BinDir, opts.Dir = binDir, t.TempDir()
+	// Agents heartbeat every second: fastLeases' --agent-liveness (4 s) must
+	// exceed the register interval, or agents look down between heartbeats.
+	opts.AgentArgs = append([]string{"--register-interval", "1s"}, opts.AgentArgs...)
+	c, err := cluster.Start(ctx, tb, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		c.Close()
 		if t.Failed() {
-			t.Logf("manager log:\n%s", tail(c.Log("manager"), 60))
+			for i := range max(opts.Managers, 1) {
+				name := "manager"
+				if i > 0 {
+					name += strconv.Itoa(i)
+				}
+				t.Logf("%s log:\n%s", name, tail(c.Log(name), 60))
+			}
 			for _, n := range tb.Plan.Nodes {
 				if l := c.Log("agent-" + n.Name); l != "" {
 					t.Logf("agent %s log:\n%s", n.Name, tail(l, 30))

@@ -26,6 +26,8 @@ type getJSON struct {
 	} `json:"members"`
 	Links []struct {
 		Link, Direction string
+		RateBps         uint64 `json:"rate_bps"`
+		Copies          uint32 `json:"copies"`
 	} `json:"links"`
 	Paths []struct {
 		From, To string

@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,9 +20,11 @@ func TestVonctlWatchRenewKeepalive(t *testing.T) {
 	c := start(t, "testdata/ring.yaml", fastLeases...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	vonctl := filepath.Join(binDir, "vonctl")
 
-	w := exec.CommandContext(ctx, vonctl, "--manager", c.ManagerAddr, "watch", "-o", "json")
+	w, err := c.VonctlCmd(ctx, "watch", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := w.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,10 @@ func TestVonctlWatchRenewKeepalive(t *testing.T) {
 	}
 
 	// --keepalive holds a 2 s lease for as long as vonctl runs.
-	k := exec.CommandContext(ctx, vonctl, "--manager", c.ManagerAddr, "reserve", "k", "--members", "h1,h2", "--rate", "1Mbit", "--ttl", "2s", "--keepalive")
+	k, err := c.VonctlCmd(ctx, "reserve", "k", "--members", "h1,h2", "--rate", "1Mbit", "--ttl", "2s", "--keepalive")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +130,10 @@ func TestVonctlWatchRenewKeepalive(t *testing.T) {
 			t.Errorf("vonctl %v: %v, want exit 1 mentioning %q", tc.args, err, tc.want)
 		}
 	}
-	cmd := exec.CommandContext(ctx, vonctl, "--manager", "127.0.0.1:1", "list")
+	cmd, err := c.VonctlCmd(ctx, "--manager", "127.0.0.1:1", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(b), "cannot reach the manager") {
 		t.Errorf("unreachable manager: %v %s", err, b)

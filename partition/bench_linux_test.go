@@ -107,3 +107,44 @@ func BenchmarkForwarding(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUpdateOne measures what an agent's Commit costs the router: one ON
+// (a class on each of two interfaces, a classification entry, a pin) added by
+// Update to a router already holding n ONs, then removed again by Update.
+// Both are reported: s-add/op and s-remove/op.
+func BenchmarkUpdateOne(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("ONs=%d", n), func(b *testing.B) {
+			ns, _ := pairNS(b)
+			r, err := New(context.Background(), Config{Netns: ns})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			ctx := context.Background()
+			base := Desired{Interfaces: []Interface{{Name: "a0", Capacity: 10e9}, {Name: "b0", Capacity: 10e9}},
+				ONs: manyONs(n, "a0", &Pin{Dst: netip.MustParseAddr("10.77.5.1"), NextHop: netip.MustParseAddr(addr(2)), Egress: "a0"}, nil)}
+			if err := r.Apply(ctx, base); err != nil {
+				b.Fatal(err)
+			}
+			one := ON{ID: 7, Rates: map[string]uint64{"a0": 1e6, "b0": 1e6},
+				Pins: []Pin{{Dst: netip.MustParseAddr("10.77.5.2"), NextHop: netip.MustParseAddr(addr(6)), Egress: "b0"}}}
+			added := base
+			added.ONs = append(append([]ON{}, base.ONs...), one)
+			var add, remove time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if err := r.Update(ctx, added); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := r.Update(ctx, base); err != nil {
+					b.Fatal(err)
+				}
+				add, remove = add+t1.Sub(t0), remove+time.Since(t1)
+			}
+			b.ReportMetric(add.Seconds()/float64(b.N), "s-add/op")
+			b.ReportMetric(remove.Seconds()/float64(b.N), "s-remove/op")
+		})
+	}
+}

@@ -55,6 +55,9 @@ func newNS(t testing.TB) string {
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "netns", "del", name).Run()
 	})
+	// IPv4 only: with IPv6 on, each link-local address appears in the
+	// local table whenever its DAD finishes, which races with snapshots.
+	nsRun(t, name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	nsRun(t, name, "ip", "link", "set", "lo", "up")
 	return name
 }

@@ -277,8 +277,9 @@ func (r *Router) flushNft(what string) error {
 	return nil
 }
 
-// rebuild replaces the whole table with a well-formed one holding e.
-func (r *Router) rebuild(exists bool, e elems) error {
+// rebuild replaces the whole table with a well-formed one holding e and
+// returns its sets.
+func (r *Router) rebuild(exists bool, e elems) (map[string]*nftables.Set, error) {
 	t := r.table()
 	if exists {
 		r.nft.DelTable(t)
@@ -291,7 +292,7 @@ func (r *Router) rebuild(exists bool, e elems) error {
 	for _, s := range r.sets() {
 		if err := r.nft.AddSet(s, nil); err != nil {
 			addSetMu.Unlock()
-			return fmt.Errorf("%w: nft add set %s: %w", ErrKernel, s.Name, err)
+			return nil, fmt.Errorf("%w: nft add set %s: %w", ErrKernel, s.Name, err)
 		}
 		sets[s.Name] = s
 	}
@@ -306,13 +307,13 @@ func (r *Router) rebuild(exists bool, e elems) error {
 		})
 	}
 	if err := r.flushNft("create"); err != nil {
-		return err
+		return nil, err
 	}
 	add := elems{}
 	for name, m := range e {
 		add[name] = m
 	}
-	return r.changeElems(sets, nil, add)
+	return sets, r.changeElems(sets, nil, add)
 }
 
 // changeElems deletes del and adds add, in batches of elemsPerTx.
@@ -359,56 +360,106 @@ func (r *Router) changeElems(sets map[string]*nftables.Set, del, add elems) erro
 }
 
 // nftConverge brings the table to d; a change of a map value is a delete and
-// an add in the same batch.
-func (r *Router) nftConverge(ctx context.Context, d Desired, links map[string]linkInfo, marks map[pinKey]uint32, st nftState, j *journal) error {
+// an add in the same batch. It returns what the table holds afterwards.
+//
+// With lazy set, a change that only deletes elements is not sent: the
+// deletions are returned for the Router to send a moment later. The kernel
+// makes every transaction that deletes set elements wait for an RCU grace
+// period (≈10 ms here), which a Release need not wait for: the entries of an
+// ON being removed point at a class and pin slot that are gone, so its
+// packets already go best effort through the main table. Deletions still
+// queued go out with the next batch, so a re-used ON id never meets them.
+func (r *Router) nftConverge(ctx context.Context, d Desired, links map[string]linkInfo, marks map[pinKey]uint32, st nftState, lazy bool, j *journal) (nftState, elems, error) {
 	want := r.wantElems(d, links, marks)
 	if err := ctx.Err(); err != nil {
-		return err
+		return st, nil, err
 	}
 	undo := func() error {
 		if !st.exists {
 			r.nft.DelTable(r.table())
 			return r.flushNft("delete table")
 		}
-		return r.rebuild(true, st.elems)
+		_, err := r.rebuild(true, st.elems)
+		return err
 	}
 	if len(d.ONs) == 0 && len(d.Access) == 0 {
 		// Nothing to classify, pin or police: leave no table behind.
 		if !st.exists {
-			return nil
+			return nftState{}, nil, nil
 		}
 		r.nft.DelTable(r.table())
 		if err := r.flushNft("delete table"); err != nil {
-			return err
+			return st, nil, err
 		}
 		j.add(undo)
-		return nil
+		return nftState{}, nil, nil
 	}
+	next := nftState{exists: true, wellFormd: true, sets: st.sets, elems: want}
 	if !st.wellFormd {
 		j.add(undo)
-		return r.rebuild(st.exists, want)
+		sets, err := r.rebuild(st.exists, want)
+		next.sets = sets
+		return next, nil, err
 	}
 	del, add := elems{}, elems{}
-	changed := false
+	adds := false
 	for name, w := range want {
 		del[name], add[name] = map[string][]byte{}, map[string][]byte{}
 		cur := st.elems[name]
 		for k, v := range cur {
 			if wv, ok := w[k]; !ok || !bytes.Equal(wv, v) {
-				del[name][k], changed = v, true
+				del[name][k] = v
 			}
 		}
 		for k, v := range w {
 			if cv, ok := cur[k]; !ok || !bytes.Equal(cv, v) {
-				add[name][k], changed = v, true
+				add[name][k], adds = v, true
 			}
 		}
 	}
-	if !changed {
-		return nil
+	for name, m := range r.deferred { // queued deletions go out with this batch
+		for k, v := range m {
+			_, kept := want[name][k]
+			_, readd := add[name][k]
+			if !kept || readd {
+				if del[name] == nil {
+					del[name] = map[string][]byte{}
+				}
+				del[name][k] = v
+			}
+		}
+	}
+	if !adds && lazy {
+		return next, del, nil
+	}
+	if !adds && del.empty() {
+		return next, nil, nil
 	}
 	j.add(undo)
-	return r.changeElems(st.sets, del, add)
+	return next, nil, r.changeElems(st.sets, del, add)
+}
+
+func (e elems) empty() bool {
+	for _, m := range e {
+		if len(m) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// flushDeferred sends the deletions nftConverge left for later; after a
+// failure the next converge reads the kernel.
+func (r *Router) flushDeferred() {
+	if r.deferred.empty() || r.view == nil {
+		r.deferred = nil
+		return
+	}
+	if err := r.changeElems(r.view.nft.sets, r.deferred, nil); err != nil {
+		r.log.Warn("removing nftables entries of removed ONs failed; the next convergence repairs it", "err", err)
+		r.view = nil
+	}
+	r.deferred = nil
 }
 
 // pinHints returns, per (next hop, egress) pair of d's pins, the slot that

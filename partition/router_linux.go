@@ -18,17 +18,37 @@ import (
 // Router converges one router's (or one network namespace's) data plane.
 // Its methods are safe for concurrent use; they run one at a time.
 type Router struct {
-	mu     sync.Mutex
-	cfg    Config
-	log    *slog.Logger
-	ns     netns.NsHandle // -1: current namespace
-	tc     *tc.Tc
-	nl     *vnl.Handle
-	nft    *nftables.Conn
-	store  Store
-	alloc  *allocator
-	last   *Desired
-	closed bool
+	mu    sync.Mutex
+	cfg   Config
+	log   *slog.Logger
+	ns    netns.NsHandle // -1: current namespace
+	tc    *tc.Tc
+	nl    *vnl.Handle
+	nft   *nftables.Conn
+	store Store
+	alloc *allocator
+	last  *Desired
+	// view is what the kernel holds of ours after the last successful
+	// converge (nil: unknown, read it). Update trusts it; Apply reads afresh.
+	view  *view
+	dirty bool // allocation changed since the store was saved
+	// deferred are nftables deletions not sent yet (see nftConverge); the
+	// flusher goroutine sends them once kicked.
+	deferred  elems
+	kick      chan struct{}
+	stop      chan struct{}
+	stopOnce  sync.Once
+	holdFlush bool // tests: leave deferred deletions queued
+	flushed   chan struct{}
+	closed    bool
+}
+
+// view is the kernel state a converge starts from.
+type view struct {
+	links map[string]linkInfo
+	tc    tcState
+	nft   nftState
+	rt    routeState
 }
 
 // New opens netlink sockets in the configured namespace, checks the kernel
@@ -77,7 +97,26 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	if err := r.loadState(); err != nil {
 		return fail(err)
 	}
+	r.kick, r.stop, r.flushed = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go r.flusher()
 	return r, nil
+}
+
+// flusher sends deferred nftables deletions in the background.
+func (r *Router) flusher() {
+	defer close(r.flushed)
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.kick:
+			r.mu.Lock()
+			if !r.closed && !r.holdFlush {
+				r.flushDeferred()
+			}
+			r.mu.Unlock()
+		}
+	}
 }
 
 // bigBuffers raises the nftables socket buffers so one batch can carry
@@ -133,7 +172,8 @@ func (r *Router) loadState() error {
 	if st.Next >= FirstONMinor {
 		r.alloc.next = st.Next
 	}
-	r.last = st.Desired
+	// st.Desired is not trusted: Update does not rewrite the store, so it can
+	// be older than the kernel. Remove reconstructs from the kernel instead.
 	kern, err := r.kernelClassMap()
 	if err != nil {
 		return err
@@ -164,12 +204,20 @@ func (r *Router) closeLocked() {
 
 // Close releases the sockets. Kernel state stays as it is.
 func (r *Router) Close() error {
+	r.stopOnce.Do(func() { close(r.stop) })
+	<-r.flushed
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.closed {
-		r.closeLocked()
+	if r.closed {
+		return nil
 	}
-	return nil
+	r.flushDeferred()
+	var err error
+	if r.dirty {
+		err = r.saveLocked()
+	}
+	r.closeLocked()
+	return err
 }
 
 // journal collects undo steps of one change.
@@ -187,11 +235,26 @@ func (j *journal) rollback() error {
 	return errors.Join(errs...)
 }
 
-// Apply converges the kernel to d: it installs what is missing, repairs what
-// differs, removes what we own and d does not list, and touches nothing else.
-// Re-applying the same d changes nothing. If a step fails, every earlier step
-// of this call is undone and the error wraps ErrRolledBack.
+// Apply converges the kernel to d: it reads what the kernel holds, installs
+// what is missing, repairs what differs, removes what we own and d does not
+// list, and touches nothing else. Re-applying the same d changes nothing. If a
+// step fails, every earlier step of this call is undone and the error wraps
+// ErrRolledBack.
 func (r *Router) Apply(ctx context.Context, d Desired) error {
+	return r.apply(ctx, d, true)
+}
+
+// Update is Apply for a small change: it trusts that the kernel still holds
+// the HTB classes and nftables entries this Router's last Apply or Update
+// installed, and writes only the difference between that and d, reading back
+// only the interfaces d names and the pin slots' rules and routes. Changes made behind the Router's back
+// are repaired by the next Apply, not by Update. With no trusted state (first
+// call, after a failure, or an interface that changed) it is Apply.
+func (r *Router) Update(ctx context.Context, d Desired) error {
+	return r.apply(ctx, d, false)
+}
+
+func (r *Router) apply(ctx context.Context, d Desired, full bool) error {
 	nd, err := d.normalize()
 	if err != nil {
 		return err
@@ -201,10 +264,10 @@ func (r *Router) Apply(ctx context.Context, d Desired) error {
 	if r.closed {
 		return ErrClosed
 	}
-	return r.applyLocked(ctx, nd)
+	return r.applyLocked(ctx, nd, full)
 }
 
-func (r *Router) applyLocked(ctx context.Context, d Desired) error {
+func (r *Router) applyLocked(ctx context.Context, d Desired, full bool) error {
 	snap := r.alloc.clone()
 	keep := map[uint32]bool{}
 	for _, on := range d.ONs {
@@ -218,7 +281,13 @@ func (r *Router) applyLocked(ctx context.Context, d Desired) error {
 		}
 	}
 	var j journal
-	if err := r.converge(ctx, d, &j); err != nil {
+	cur := r.view
+	r.view = nil // until this converge succeeds
+	if full {
+		cur = nil
+	}
+	next, deferred, err := r.converge(ctx, d, cur, !full, &j)
+	if err != nil {
 		r.alloc = snap
 		if uerr := j.rollback(); uerr != nil {
 			r.log.Error("rollback incomplete", "err", uerr)
@@ -226,48 +295,111 @@ func (r *Router) applyLocked(ctx context.Context, d Desired) error {
 		}
 		return fmt.Errorf("%w: %w", ErrRolledBack, err)
 	}
-	st := r.alloc.state()
-	st.Desired = &d
 	r.last = &d
+	r.view = next
+	r.deferred = deferred
+	if !deferred.empty() {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	if !full && cur != nil {
+		// The allocation is recoverable from the kernel's classification map;
+		// the state file is rewritten on the next full Apply and on Close.
+		r.dirty = true
+		return nil
+	}
+	return r.saveLocked()
+}
+
+func (r *Router) saveLocked() error {
+	st := r.alloc.state()
+	st.Desired = r.last
 	if err := r.store.Save(st); err != nil {
 		return err
 	}
+	r.dirty = false
 	return nil
 }
 
 // converge runs the steps in an order that never leaves a rule pointing at a
 // missing object: add classes and routes, switch nftables atomically, then
-// delete what is no longer wanted.
-func (r *Router) converge(ctx context.Context, d Desired, j *journal) error {
+// delete what is no longer wanted. It starts from cur, or from what the kernel
+// holds when cur is nil or its interfaces changed since, and returns the
+// state it leaves.
+func (r *Router) converge(ctx context.Context, d Desired, cur *view, lazy bool, j *journal) (*view, elems, error) {
 	links, err := r.resolveLinks(d)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	tcDel, err := r.tcConverge(ctx, d, links, j)
+	if cur == nil || !sameLinks(cur.links, links) {
+		if cur, err = r.read(); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		// The kernel itself flushes pin routes when an egress goes down (a
+		// flap between two calls leaves no trace in the link state): routes
+		// are always read, the few rules and tables of the pin slots.
+		c := *cur
+		if c.rt, err = r.readRoutes(); err != nil {
+			return nil, nil, err
+		}
+		cur = &c
+	}
+	next := &view{links: links}
+	tcNext, tcDel, err := r.tcConverge(ctx, d, links, cur.tc, j)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	next.tc = tcNext
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	nst, err := r.readNft()
+	pinMarks, rtNext, rtDel, err := r.routesConverge(ctx, d, links, cur.rt, r.pinHints(d, links, cur.nft), j)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	pinMarks, rtDel, err := r.routesConverge(ctx, d, links, r.pinHints(d, links, nst), j)
-	if err != nil {
-		return err
-	}
+	next.rt = rtNext
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	if err := r.nftConverge(ctx, d, links, pinMarks, nst, j); err != nil {
-		return err
+	var deferred elems
+	if next.nft, deferred, err = r.nftConverge(ctx, d, links, pinMarks, cur.nft, lazy, j); err != nil {
+		return nil, nil, err
 	}
 	if err := rtDel(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	return tcDel()
+	return next, deferred, tcDel()
+}
+
+// read dumps the kernel state a converge starts from.
+func (r *Router) read() (*view, error) {
+	v := &view{}
+	var err error
+	if v.tc, err = r.readTC(); err != nil {
+		return nil, err
+	}
+	if v.nft, err = r.readNft(); err != nil {
+		return nil, err
+	}
+	if v.rt, err = r.readRoutes(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// sameLinks says whether every interface of b was resolved alike in a (an
+// interface that went down lost its pin routes; one re-created has a new
+// index).
+func sameLinks(a, b map[string]linkInfo) bool {
+	for n, l := range b {
+		if al, ok := a[n]; !ok || al != l {
+			return false
+		}
+	}
+	return true
 }
 
 // linkInfo is what we need of an interface.
@@ -323,7 +455,7 @@ func (r *Router) Remove(ctx context.Context, onID uint32) error {
 		}
 		d = cur.without(onID)
 	}
-	return r.applyLocked(ctx, d)
+	return r.applyLocked(ctx, d, true)
 }
 
 // Observe reads per-interface, per-ON HTB counters and the policing counter.

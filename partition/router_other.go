@@ -23,3 +23,6 @@ func (r *Router) Observe(ctx context.Context) (Observed, error) {
 
 // Close returns nil.
 func (r *Router) Close() error { return nil }
+
+// Update returns ErrUnsupportedPlatform outside Linux.
+func (r *Router) Update(ctx context.Context, d Desired) error { return ErrUnsupportedPlatform }

@@ -155,11 +155,8 @@ func (r *Router) delRoute(rt *vnl.Route) error {
 // Slots stay stable: a pair keeps the slot whose table routes via it, or else
 // the slot its pins' marks name in the current pins map (hints), so repairing
 // a deleted route or rule restores the same objects.
-func (r *Router) routesConverge(ctx context.Context, d Desired, links map[string]linkInfo, hints map[pinKey]int, j *journal) (map[pinKey]uint32, func() error, error) {
-	st, err := r.readRoutes()
-	if err != nil {
-		return nil, nil, err
-	}
+func (r *Router) routesConverge(ctx context.Context, d Desired, links map[string]linkInfo, st routeState, hints map[pinKey]int, j *journal) (map[pinKey]uint32, routeState, func() error, error) {
+	next := routeState{rules: map[int][]vnl.Rule{}, routes: map[int][]vnl.Route{}, bySlot: map[int]pinKey{}}
 	want := map[pinKey]bool{}
 	var order []pinKey // first use in d, for deterministic slots
 	up := map[int]bool{}
@@ -216,18 +213,23 @@ func (r *Router) routesConverge(ctx context.Context, d Desired, links map[string
 			}
 		}
 		if s < 0 {
-			return nil, nil, fmt.Errorf("%w: more than %d distinct (next hop, egress) pairs", ErrPinSlotsExhausted, PinSlots)
+			return nil, next, nil, fmt.Errorf("%w: more than %d distinct (next hop, egress) pairs", ErrPinSlotsExhausted, PinSlots)
 		}
 		slotOf[k], taken[s] = s, true
 	}
 	marks := map[pinKey]uint32{}
 	for k, s := range slotOf {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, next, nil, err
 		}
 		marks[k] = r.cfg.MarkBase + uint32(s)
 		if err := r.ensureSlot(st, s, k, up[k.ifindex], j); err != nil {
-			return nil, nil, err
+			return nil, next, nil, err
+		}
+		next.rules[s] = []vnl.Rule{*r.wantRule(s)}
+		if up[k.ifindex] {
+			next.routes[s] = []vnl.Route{*r.wantRoute(s, k)}
+			next.bySlot[s] = k
 		}
 	}
 	del := func() error {
@@ -252,7 +254,7 @@ func (r *Router) routesConverge(ctx context.Context, d Desired, links map[string
 		}
 		return nil
 	}
-	return marks, del, nil
+	return marks, next, del, nil
 }
 
 // ensureSlot makes slot s hold exactly our rule and one route via k (the

@@ -176,13 +176,47 @@ func (r *Router) wantClasses(d Desired, ifc Interface) []classSpec {
 	return append(out, ons...)
 }
 
+// tcState is what the kernel holds of HTB: every root qdisc, and the classes
+// under ours.
+type tcState struct {
+	roots   map[int]tc.Object
+	classes map[int][]curClass
+}
+
+type curClass struct {
+	spec classSpec
+	leaf bool
+}
+
+// readTC dumps the root qdiscs and the classes under ours.
+func (r *Router) readTC() (tcState, error) {
+	st := tcState{classes: map[int][]curClass{}}
+	var err error
+	if st.roots, err = r.rootQdiscs(); err != nil {
+		return st, err
+	}
+	for idx, q := range st.roots {
+		if !r.isOurs(q) {
+			continue
+		}
+		cs, err := r.classes(idx)
+		if err != nil {
+			return st, err
+		}
+		for _, o := range cs {
+			if s, ok := specOf(o); ok {
+				st.classes[idx] = append(st.classes[idx], curClass{spec: s, leaf: o.Htb.Parms.Level == 0})
+			}
+		}
+	}
+	return st, nil
+}
+
 // tcConverge installs and repairs the HTB trees of the managed interfaces and
 // returns a function that deletes what is no longer wanted.
-func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]linkInfo, j *journal) (func() error, error) {
-	roots, err := r.rootQdiscs()
-	if err != nil {
-		return nil, err
-	}
+func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]linkInfo, st tcState, j *journal) (tcState, func() error, error) {
+	roots := st.roots
+	next := tcState{roots: map[int]tc.Object{}, classes: map[int][]curClass{}}
 	type extra struct {
 		ifname  string
 		ifindex int
@@ -195,40 +229,42 @@ func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]lin
 		idx := links[ifc.Name].index
 		managed[idx] = true
 		q, has := roots[idx]
-		var cur []tc.Object
+		var cur []curClass
 		switch {
 		case has && r.isOurs(q):
-			if cur, err = r.classes(idx); err != nil {
-				return nil, err
-			}
+			cur = st.classes[idx]
 		case has && q.Handle != 0 && !r.cfg.ForceRootQdisc:
-			return nil, fmt.Errorf("%w: %s has root qdisc %s %x:; set ForceRootQdisc to replace it",
+			return next, nil, fmt.Errorf("%w: %s has root qdisc %s %x:; set ForceRootQdisc to replace it",
 				ErrForeignQdisc, ifc.Name, q.Kind, q.Handle>>16)
 		default:
 			if has && q.Handle != 0 {
 				r.log.Warn("replacing foreign root qdisc (cannot be restored on rollback)", "iface", ifc.Name, "kind", q.Kind)
 				if err := r.delQdisc(ifc.Name, idx, &q); err != nil {
-					return nil, err
+					return next, nil, err
 				}
 			}
 			if err := r.addQdisc(ifc.Name, idx); err != nil {
-				return nil, err
+				return next, nil, err
 			}
 			name := ifc.Name
 			j.add(func() error { return r.delQdisc(name, idx, r.qdiscObject(idx)) })
 		}
-		have := map[uint16]classSpec{}
-		for _, o := range cur {
-			if s, ok := specOf(o); ok {
-				have[s.minor] = s
-			}
+		have := make(map[uint16]classSpec, len(cur))
+		for _, c := range cur {
+			have[c.spec.minor] = c.spec
 		}
 		want := r.wantClasses(d, ifc)
-		wantSet := map[uint16]bool{}
+		next.roots[idx] = *r.qdiscObject(idx)
+		nc := make([]curClass, len(want))
+		for i, w := range want {
+			nc[i] = curClass{spec: w, leaf: w.minor != rootMinor}
+		}
+		next.classes[idx] = nc
+		wantSet := make(map[uint16]bool, len(want))
 		for i, w := range want {
 			if i%256 == 255 {
 				if err := ctx.Err(); err != nil {
-					return nil, err
+					return next, nil, err
 				}
 			}
 			wantSet[w.minor] = true
@@ -240,13 +276,13 @@ func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]lin
 			if exists && old.parent != w.parent {
 				// A class cannot move; delete and re-create it.
 				if err := r.delClass(name, idx, old); err != nil {
-					return nil, err
+					return next, nil, err
 				}
 				j.add(func() error { return r.putClass(name, idx, old) })
 				exists = false
 			}
 			if err := r.putClass(name, idx, w); err != nil {
-				return nil, err
+				return next, nil, err
 			}
 			if exists {
 				j.add(func() error { return r.putClass(name, idx, old) })
@@ -254,9 +290,9 @@ func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]lin
 				j.add(func() error { return r.delClass(name, idx, w) })
 			}
 		}
-		for _, o := range cur {
-			if s, ok := specOf(o); ok && !wantSet[s.minor] {
-				extras = append(extras, extra{ifc.Name, idx, s, o.Htb.Parms.Level == 0})
+		for _, c := range cur {
+			if !wantSet[c.spec.minor] {
+				extras = append(extras, extra{ifc.Name, idx, c.spec, c.leaf})
 			}
 		}
 	}
@@ -270,18 +306,12 @@ func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]lin
 		if managed[idx] || !r.isOurs(q) {
 			continue
 		}
-		cur, err := r.classes(idx)
-		if err != nil {
-			return nil, err
-		}
 		t := oldTree{ifname: fmt.Sprintf("ifindex %d", idx), ifindex: idx}
 		if l, err := r.nl.LinkByIndex(idx); err == nil {
 			t.ifname = l.Attrs().Name
 		}
-		for _, o := range cur {
-			if s, ok := specOf(o); ok {
-				t.classes = append(t.classes, s)
-			}
+		for _, c := range st.classes[idx] {
+			t.classes = append(t.classes, c.spec)
 		}
 		sort.Slice(t.classes, func(a, b int) bool { return t.classes[a].minor < t.classes[b].minor })
 		dropQ = append(dropQ, t)
@@ -313,7 +343,7 @@ func (r *Router) tcConverge(ctx context.Context, d Desired, links map[string]lin
 		}
 		return nil
 	}
-	return del, nil
+	return next, del, nil
 }
 
 // observeTC reads the counters of every interface carrying our qdisc.

@@ -271,3 +271,10 @@ func (d Desired) without(id uint32) Desired {
 	out.ONs = slices.DeleteFunc(slices.Clone(d.ONs), func(o ON) bool { return o.ID == id })
 	return out
 }
+
+// Validate checks d as Apply would, without touching any kernel (a
+// simulated data plane uses it).
+func (d Desired) Validate() error {
+	_, err := d.normalize()
+	return err
+}

@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vonproject/von/etcdembed"
 )
 
 // newBenchEtcd is a real embedded etcd with fsync on, as the manager runs it.
 func newBenchEtcd(b *testing.B) *clientv3.Client {
 	b.Helper()
-	e, err := StartEmbedded(context.Background(), EmbeddedOptions{Dir: b.TempDir()})
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,15 +61,18 @@ func BenchmarkAdmitRelease(b *testing.B) {
 	l := NewLedger(cli, "/bench")
 	ctx := context.Background()
 	var charges []Charge
+	amounts := map[Charge]uint64{}
 	for i := range 10 {
-		charges = append(charges, Charge{Link: fmt.Sprintf("l%d", i), Dir: AtoB})
+		c := Charge{Link: fmt.Sprintf("l%d", i), Dir: AtoB}
+		charges = append(charges, c)
+		amounts[c] = 1
 	}
 	for b.Loop() {
 		id, _, err := l.Admit(ctx, Admission{Owner: "x", Rate: 1, Charges: charges, Limit: limit(1 << 40)})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := l.Release(ctx, id, 1, charges, nil, nil); err != nil {
+		if _, err := l.Release(ctx, id, amounts, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vonproject/von/apierr"
+	"github.com/vonproject/von/internal/failpoint"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -28,24 +30,18 @@ type ReserveRequest struct {
 	Redundant    bool
 	NodeDisjoint bool
 	TTL          time.Duration // 0: the manager's default
+	Owner        string        // who reserves it (certificate name; empty when insecure)
 }
 
 func (m *Manager) validate(req *ReserveRequest) error {
 	if msg := checkResName(req.Name); msg != "" {
 		return fmt.Errorf("%w: name %q: %s", ErrInvalid, req.Name, msg)
 	}
-	if len(req.Members) < 2 {
-		return fmt.Errorf("%w: an ON needs at least two members, got %d", ErrInvalid, len(req.Members))
+	if err := checkMembers(req.Members); err != nil {
+		return err
 	}
-	seen := map[string]bool{}
-	for _, mb := range req.Members {
-		if seen[mb] {
-			return fmt.Errorf("%w: member %q listed twice", ErrInvalid, mb)
-		}
-		seen[mb] = true
-	}
-	if req.Rate == 0 {
-		return fmt.Errorf("%w: rate must be positive (e.g. --rate 10Mbit)", ErrInvalid)
+	if req.Rate < MinRate {
+		return fmt.Errorf("%w: rate %d bit/s is below the minimum %d bit/s (e.g. --rate 10Mbit)", ErrInvalid, req.Rate, MinRate)
 	}
 	if req.NodeDisjoint && !req.Redundant {
 		return fmt.Errorf("%w: node-disjoint paths need --redundant", ErrInvalid)
@@ -91,6 +87,9 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 		m.m.rejected("invalid")
 		return nil, err
 	}
+	if err := m.awaitRound(ctx, req); err != nil {
+		return nil, err
+	}
 	defer m.lock(req.Name)()
 	var (
 		rec    *vonv1.Reservation
@@ -106,6 +105,9 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 			oldRev = 0
 		case err != nil:
 			return nil, err
+		case old.GetOwner() != req.Owner && !terminal(old.GetState()):
+			m.m.rejected("exists")
+			return nil, fmt.Errorf("%w: %q is taken by another user; pick another name", ErrExists, req.Name)
 		case old.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED && sameRequest(old, req):
 			return old, nil // a retry of a reservation that succeeded
 		case !terminal(old.GetState()):
@@ -120,9 +122,14 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 		if err != nil {
 			return nil, err
 		}
-		agents, err := m.store.Agents(ctx)
+		agents, err := m.agentRecords(ctx)
 		if err != nil {
 			return nil, err
+		}
+		// Plan around links a router reports down (their Prepare would be refused).
+		failed, _ := m.failedElements(ts.Topo, agents)
+		for l := range failed {
+			reserved[Charge{l, AtoB}], reserved[Charge{l, BtoA}] = full, full
 		}
 		pl, err = place(ts, placeRequest{Name: req.Name, Members: req.Members, Rate: req.Rate, Redundant: req.Redundant,
 			NodeDisjoint: req.NodeDisjoint, DSCP: m.cfg.DSCP, Port: m.cfg.Port}, reserved, agents)
@@ -133,7 +140,9 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 		var down []string
 		for _, r := range pl.Participants {
 			if !m.live(agents[r]) {
-				down = append(down, r)
+				if a, err := m.agentRecord(ctx, r); err != nil || !m.live(a) {
+					down = append(down, r)
+				}
 			}
 		}
 		if len(down) > 0 {
@@ -144,7 +153,7 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 		now := time.Now()
 		txnID = randomHex(8)
 		r := &vonv1.Reservation{
-			Name: req.Name, State: vonv1.ReservationState_RESERVATION_STATE_PREPARING, RateBps: req.Rate,
+			Name: req.Name, Owner: req.Owner, State: vonv1.ReservationState_RESERVATION_STATE_PREPARING, RateBps: req.Rate,
 			Members: pl.Members, Redundant: req.Redundant, NodeDisjoint: req.NodeDisjoint,
 			Ttl: durationpb.New(req.TTL), Links: pl.Charged, Paths: pl.Pairs,
 			CreateTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),
@@ -154,7 +163,7 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 			clientv3.Compare(clientv3.ModRevision(m.store.topologyKey()), "=", ts.Revision),
 		}
 		_, rev, err := m.store.Ledger.Admit(ctx, Admission{
-			Owner: req.Name, Rate: req.Rate, Charges: pl.Charges,
+			Owner: req.Name, Rate: req.Rate, Charges: pl.Charges, Amounts: pl.Amounts,
 			Limit: func(link string) (uint64, bool) {
 				l, ok := ts.Topo.Link(link)
 				return l.ReservableRate(), ok
@@ -188,6 +197,26 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 	return m.twoPhase(ctx, epoch, rec, onRev, txnID, pl)
 }
 
+// awaitRound waits while the reservation is PREPARING for this very request: a
+// client retrying (its first attempt went to a leader that crashed mid-round)
+// must learn that round's outcome — the new leader recovers it — rather than be
+// told the name is taken. It holds no lock: recovery needs the name's.
+func (m *Manager) awaitRound(ctx context.Context, req ReserveRequest) error {
+	for {
+		old, _, err := m.store.Get(ctx, req.Name)
+		if err != nil || old.GetState() != vonv1.ReservationState_RESERVATION_STATE_PREPARING ||
+			old.GetOwner() != req.Owner || !sameRequest(old, req) {
+			return nil // Reserve reads it again under the lock
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %q is still being set up by an earlier attempt; its outcome is not known yet (vonctl get %s)",
+				ErrBusy, req.Name, req.Name)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // roundTimeout bounds a 2PC round once capacity is charged; the round no longer
 // depends on the caller, who may hang up.
 func (m *Manager) roundTimeout() time.Duration { return 6*m.cfg.CallTimeout + 30*time.Second }
@@ -196,6 +225,7 @@ func (m *Manager) roundTimeout() time.Duration { return 6*m.cfg.CallTimeout + 30
 func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reservation, onRev int64, txnID string, pl *placement) (*vonv1.Reservation, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.roundTimeout())
 	defer cancel()
+	failpoint.Hit(failpoint.BeforePrepare)
 	start := time.Now()
 	specs := map[string]*vonv1.PartitionSpec{}
 	for node, s := range pl.Specs {
@@ -216,8 +246,16 @@ func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reserva
 		committed.LeaseExpireTime = timestamppb.New(now.Add(rec.GetTtl().AsDuration()))
 		rev, err := m.store.Update(ctx, committed, onRev, m.store.putTxn(txn))
 		if err != nil && !errors.Is(err, ErrGuard) {
-			// Ambiguous (the write may have landed): the recorded decision is the truth.
-			if d, _ := m.readDecision(ctx, txnID); d == "commit" {
+			// Ambiguous (the write may have landed): the recorded decision is the
+			// truth, and while it cannot be read the outcome is unknown — never
+			// report a failure for a round that may have committed.
+			d, derr := m.settledDecision(ctx, txnID)
+			if derr != nil {
+				m.m.rejected("store")
+				return nil, fmt.Errorf("%w: reserve %s: the commit decision may or may not be recorded (%v); the leader settles the round — "+
+					"retry, or `vonctl get %s` shows the outcome", ErrUnknownOutcome, rec.GetName(), derr, rec.GetName())
+			}
+			if d == "commit" {
 				err = nil
 				if cur, r, gerr := m.store.Get(ctx, rec.GetName()); gerr == nil {
 					committed, rev = cur, r
@@ -226,11 +264,18 @@ func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reserva
 		}
 		if err == nil {
 			committed.Revision = uint64(rev)
-			if m.commitAll(ctx, epoch, txn) {
+			failpoint.Hit(failpoint.AfterDecision)
+			res := m.commitAll(ctx, epoch, txn, rev)
+			if res.ok() {
 				_, _ = m.cli.Delete(ctx, m.store.txnKey(txnID))
+			} else {
+				// Committed, but not everywhere yet: say so, keep the round
+				// so reconciliation re-drives it, and never call it enforced.
+				committed = m.noteEnforcement(ctx, committed, rev, res, txn.Participants)
 			}
 			m.m.round("commit", time.Since(start).Seconds())
-			m.log.Info("reserved", "name", rec.GetName(), "on_id", rec.GetOnId(), "routers", pl.Participants, "took", time.Since(start))
+			m.log.Info("reserved", "name", rec.GetName(), "on_id", rec.GetOnId(), "routers", pl.Participants, "took", time.Since(start),
+				"not_enforced", len(committed.GetNotEnforced()))
 			return committed, nil
 		}
 		decideErr = fmt.Errorf("recording the commit decision: %w", err)
@@ -260,6 +305,26 @@ func (m *Manager) twoPhase(ctx context.Context, epoch uint64, rec *vonv1.Reserva
 		m.m.rejected("refused")
 		return nil, fmt.Errorf("%w: %s", ErrRefused, msg)
 	}
+}
+
+// settledDecision reads a round's recorded decision, retrying for a few
+// seconds while the store fails.
+func (m *Manager) settledDecision(ctx context.Context, txnID string) (string, error) {
+	var err error
+	for try := range 10 {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+			}
+		}
+		var d string
+		if d, err = m.readDecision(ctx, txnID); err == nil {
+			return d, nil
+		}
+	}
+	return "", err
 }
 
 // readDecision returns the decision recorded for a round ("" if none or gone).
@@ -305,18 +370,33 @@ func (m *Manager) finish(ctx context.Context, rec *vonv1.Reservation, onRev int6
 		ops = append(ops, clientv3.OpDelete(m.store.txnKey(txnID)))
 	}
 	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(m.store.onKey(rec.GetName())), "=", onRev)}
-	_, err = m.store.Ledger.Release(ctx, rec.GetOnId(), rec.GetRateBps(), chargesOf(rec), guard, ops)
+	_, err = m.store.Ledger.Release(ctx, rec.GetOnId(), amountsOf(rec), guard, ops)
 	return err
 }
 
 func chargesOf(r *vonv1.Reservation) []Charge {
 	var out []Charge
+	for c := range amountsOf(r) {
+		out = append(out, c)
+	}
+	return dedupe(out)
+}
+
+// amountsOf is what a reservation holds on each link direction: the recorded
+// rate_bps of each charged link (copies × the ON's rate), or the ON's rate for records
+// that predate per-link amounts.
+func amountsOf(r *vonv1.Reservation) map[Charge]uint64 {
+	out := map[Charge]uint64{}
 	for _, c := range r.GetLinks() {
 		d := AtoB
 		if c.GetDirection() == vonv1.LinkDirection_LINK_DIRECTION_B_TO_A {
 			d = BtoA
 		}
-		out = append(out, Charge{Link: c.GetLink(), Dir: d})
+		amt := c.GetRateBps()
+		if amt == 0 {
+			amt = r.GetRateBps()
+		}
+		out[Charge{Link: c.GetLink(), Dir: d}] = amt
 	}
 	return out
 }
@@ -377,6 +457,8 @@ func (m *Manager) prepareAll(ctx context.Context, epoch uint64, txnID string, sp
 				mu.Lock()
 				out[node] = f
 				mu.Unlock()
+			} else {
+				failpoint.Hit(failpoint.AfterSomePrepares)
 			}
 		}()
 	}
@@ -391,7 +473,7 @@ func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node stri
 	}
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
 	defer cancel()
-	resp, err := c.Prepare(cctx, &vonv1.AgentServicePrepareRequest{TxnId: txnID, LeaderEpoch: epoch, Partition: spec, HoldTtl: durationpb.New(m.cfg.HoldTTL)})
+	resp, err := c.Prepare(cctx, &vonv1.AgentServicePrepareRequest{TxnId: txnID, LeaderEpoch: epoch, ClusterId: m.clusterID(), Partition: spec, HoldTtl: durationpb.New(m.cfg.HoldTTL)})
 	m.m.call("prepare", err)
 	if err != nil {
 		st := status.Convert(err)
@@ -410,75 +492,123 @@ func (m *Manager) prepareOne(ctx context.Context, epoch uint64, txnID, node stri
 	return failure{}, true
 }
 
-// commitAll delivers the commit decision; it reports whether every participant acked.
-// An agent whose hold is gone (NOT_FOUND) gets its full desired state with Sync.
-func (m *Manager) commitAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+// commitAll delivers the commit decision (recorded at etcd revision rev) and
+// returns the routers that did not
+// ack it, with why (empty: every participant enforces the ON). An agent whose
+// hold is gone (NOT_FOUND) or that cannot install the partition now
+// (FAILED_PRECONDITION, RESOURCE_EXHAUSTED) gets its full desired state with
+// Sync: it then holds the ON committed and enforces it once it can, and the
+// Sync answer says whether it does now.
+func (m *Manager) commitAll(ctx context.Context, epoch uint64, t txnRecord, rev int64) phaseResult {
 	return m.phaseTwo(ctx, t, "commit", func(ctx context.Context, c vonv1.AgentServiceClient, node string) error {
-		_, err := c.Commit(ctx, &vonv1.AgentServiceCommitRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
-		switch status.Code(err) {
-		case codes.NotFound, codes.FailedPrecondition:
-			// The hold is gone (expired, or settled as aborted when the agent
-			// re-registered): give the router its whole desired state instead.
-			return m.syncNodeLocked(ctx, epoch, node)
+		_, err := c.Commit(ctx, &vonv1.AgentServiceCommitRequest{TxnId: t.ID, LeaderEpoch: epoch, ClusterId: m.clusterID(), OnId: t.OnID,
+			StateRevision: uint64(rev)})
+		if err == nil {
+			failpoint.Hit(failpoint.AfterSomeCommits)
+		}
+		switch {
+		case apierr.Is(err, apierr.ErrNoHold), apierr.Is(err, apierr.ErrConflict), apierr.Is(err, apierr.ErrPrecondition),
+			apierr.Is(err, apierr.ErrExhausted):
+			return errSyncInstead
 		}
 		return err
+	}, func(ctx context.Context, node string) error {
+		_, resp, serr := m.syncNodeLocked(ctx, epoch, node)
+		if serr != nil {
+			return serr
+		}
+		for _, sk := range resp.GetSkipped() {
+			if sk.GetOnId() == t.OnID {
+				return fmt.Errorf("%w: the agent holds the ON but cannot enforce it: %s", ErrNotEnforced, sk.GetReason())
+			}
+		}
+		return nil
 	})
 }
 
-func (m *Manager) abortAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+// errSyncInstead is what a phase-two call returns when the router must get
+// its full desired state instead (phaseTwo runs the sync under the router's
+// exclusive lock).
+var errSyncInstead = errors.New("sync the router instead")
+
+func (m *Manager) abortAll(ctx context.Context, epoch uint64, t txnRecord) phaseResult {
 	return m.phaseTwo(ctx, t, "abort", func(ctx context.Context, c vonv1.AgentServiceClient, _ string) error {
-		_, err := c.Abort(ctx, &vonv1.AgentServiceAbortRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
+		_, err := c.Abort(ctx, &vonv1.AgentServiceAbortRequest{TxnId: t.ID, LeaderEpoch: epoch, ClusterId: m.clusterID(), OnId: t.OnID})
 		return err
-	})
+	}, nil)
 }
 
-func (m *Manager) releaseAll(ctx context.Context, epoch uint64, t txnRecord) bool {
+func (m *Manager) releaseAll(ctx context.Context, epoch uint64, t txnRecord, rev int64) phaseResult {
 	return m.phaseTwo(ctx, t, "release", func(ctx context.Context, c vonv1.AgentServiceClient, _ string) error {
-		_, err := c.Release(ctx, &vonv1.AgentServiceReleaseRequest{TxnId: t.ID, LeaderEpoch: epoch, OnId: t.OnID})
+		_, err := c.Release(ctx, &vonv1.AgentServiceReleaseRequest{TxnId: t.ID, LeaderEpoch: epoch, ClusterId: m.clusterID(), OnId: t.OnID,
+			StateRevision: uint64(rev)})
 		return err
-	})
+	}, nil)
 }
 
-// phaseTwo calls fn on every participant in parallel, retrying each a few times.
-func (m *Manager) phaseTwo(ctx context.Context, t txnRecord, method string, fn func(context.Context, vonv1.AgentServiceClient, string) error) bool {
+// phaseResult maps the participants that did not ack a phase-two call to the
+// last error; empty when all did.
+type phaseResult map[string]error
+
+func (r phaseResult) ok() bool { return len(r) == 0 }
+
+// phaseTwo calls fn on every participant in parallel, retrying each a few
+// times. Calls about different ONs may go to one router at once (each carries
+// its state revision, so the agent orders them); when fn answers
+// errSyncInstead, sync runs under the router's exclusive lock, which no full
+// Sync shares with any other call.
+func (m *Manager) phaseTwo(ctx context.Context, t txnRecord, method string, fn func(context.Context, vonv1.AgentServiceClient, string) error,
+	syncNode func(context.Context, string) error) phaseResult {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	all := true
+	out := phaseResult{}
 	for _, node := range t.Participants {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			for try := 0; try < 3; try++ {
-				if try > 0 {
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(time.Duration(try) * 200 * time.Millisecond):
-					}
-				}
-				var c vonv1.AgentServiceClient
-				if c, err = m.agentClient(ctx, node); err != nil {
-					continue
-				}
-				cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
-				unlock := m.routerLock(node)
-				err = fn(cctx, c, node)
-				unlock()
-				cancel()
-				m.m.call(method, err)
-				if err == nil {
-					return
-				}
+		wg.Go(func() {
+			err := m.phaseTwoOne(ctx, node, method, fn, syncNode)
+			if err == nil {
+				return
 			}
 			m.log.Warn("2PC phase two incomplete; will retry", "method", method, "txn", t.ID, "router", node, "err", err)
 			mu.Lock()
-			all = false
+			out[node] = err
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
-	return all
+	return out
+}
+
+func (m *Manager) phaseTwoOne(ctx context.Context, node, method string, fn func(context.Context, vonv1.AgentServiceClient, string) error,
+	syncNode func(context.Context, string) error) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+			case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+			}
+		}
+		var c vonv1.AgentServiceClient
+		if c, err = m.agentClient(ctx, node); err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+		unlock := m.routerLock(node, false)
+		err = fn(cctx, c, node)
+		unlock()
+		if errors.Is(err, errSyncInstead) && syncNode != nil {
+			unlock := m.routerLock(node, true)
+			err = syncNode(cctx, node)
+			unlock()
+		}
+		cancel()
+		m.m.call(method, err)
+		if err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 func failureText(f failures) string {

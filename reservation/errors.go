@@ -1,40 +1,27 @@
 package reservation
 
-import "errors"
+import "github.com/vonproject/von/apierr"
 
-// Sentinel errors of the reservation service; the gRPC layer maps them to status codes
-// (see codes.go).
+// Sentinel errors of the reservation service: the API's (package apierr holds the
+// table that maps them to gRPC codes and reasons, both ways).
 var (
-	// ErrInsufficientCapacity: a link on the ON's paths cannot carry the requested rate.
-	ErrInsufficientCapacity = errors.New("insufficient capacity")
-	// ErrExists: a reservation with that name already exists.
-	ErrExists = errors.New("reservation already exists")
-	// ErrNotFound: no reservation with that name.
-	ErrNotFound = errors.New("reservation not found")
-	// ErrIDsExhausted: no free ON id could be found.
-	ErrIDsExhausted = errors.New("no free ON id")
-	// ErrContention: the store stayed contended after many retries.
-	ErrContention = errors.New("too much contention, try again")
-	// ErrInvalid: the request is malformed.
-	ErrInvalid = errors.New("invalid request")
+	ErrInsufficientCapacity = apierr.ErrInsufficientCapacity // a link on the paths cannot carry the rate
+	ErrExists               = apierr.ErrExists               // a reservation with that name exists
+	ErrNotFound             = apierr.ErrNotFound             // no reservation with that name
+	ErrIDsExhausted         = apierr.ErrIDsExhausted         // no free ON id could be found
+	ErrContention           = apierr.ErrContention           // the store stayed contended after many retries
+	ErrInvalid              = apierr.ErrInvalid              // the request is malformed
+	ErrNoTopology           = apierr.ErrNoTopology           // no topology has been applied yet
+	ErrInUse                = apierr.ErrInUse                // the change would strand a live reservation
+	ErrAgentDown            = apierr.ErrAgentDown            // a router on the paths has no live agent
+	ErrRefused              = apierr.ErrRefused              // an agent voted against the reservation
+	ErrNotLeader            = apierr.ErrNotLeader            // this manager is not the leader
+	ErrUnplaceable          = apierr.ErrUnplaceable          // no placement satisfies the request
+	ErrBusy                 = apierr.ErrBusy                 // the reservation's state does not allow it now
+	ErrNotCommitted         = apierr.ErrNotCommitted         // not COMMITTED (or its lease ran out): no VON to join
+	ErrNotMember            = apierr.ErrNotMember            // the named member is not one of the reservation's
+	ErrNotEnforced          = apierr.ErrNotEnforced          // a committed ON is not installed on a router (yet)
+	ErrPermission           = apierr.ErrPermission           // the caller's certificate does not allow it
+	ErrGuard                = apierr.ErrGuard                // a guarded etcd transaction found the world changed
+	ErrUnknownOutcome       = apierr.ErrUnknownOutcome       // the store failed mid-decision; a retry learns the outcome
 )
-
-var (
-	// ErrNoTopology: no topology has been applied yet.
-	ErrNoTopology = errors.New("no topology applied: run `vonctl topology apply -f FILE` first")
-	// ErrInUse: the change would strand a live reservation.
-	ErrInUse = errors.New("in use by a reservation")
-	// ErrAgentDown: a router on the ON's paths has no live agent.
-	ErrAgentDown = errors.New("router agent not available")
-	// ErrRefused: an agent voted against the reservation.
-	ErrRefused = errors.New("refused by a router")
-	// ErrNotLeader: this manager is not the leader.
-	ErrNotLeader = errors.New("not the leader manager")
-)
-
-// ErrUnplaceable: no placement satisfies the request (no path, no disjoint pair, an
-// interface or next hop unknown).
-var ErrUnplaceable = errors.New("cannot place the reservation")
-
-// ErrBusy: the reservation is in a state that does not allow the operation now.
-var ErrBusy = errors.New("reservation busy")

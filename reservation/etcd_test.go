@@ -5,12 +5,14 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vonproject/von/etcdembed"
 )
 
 // newEtcd starts a real embedded etcd for one test and returns a client to it.
-func newEtcd(t testing.TB) (*Embedded, *clientv3.Client) {
+func newEtcd(t testing.TB) (*etcdembed.Server, *clientv3.Client) {
 	t.Helper()
-	e, err := StartEmbedded(context.Background(), EmbeddedOptions{Dir: t.TempDir(), NoFsync: true})
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{Dir: t.TempDir(), NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

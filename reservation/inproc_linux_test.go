@@ -33,7 +33,7 @@ func startInproc(t testing.TB, cli *clientv3.Client, tb *testbed.Testbed, m *Man
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	registerServices(gs, &Server{M: m})
+	registerServices(gs, &server{M: m})
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	p := &inproc{tb: tb, m: m, addr: lis.Addr().String(), agents: map[string]*agent.Agent{}}
@@ -44,7 +44,7 @@ func startInproc(t testing.TB, cli *clientv3.Client, tb *testbed.Testbed, m *Man
 		if !node.Forward {
 			continue
 		}
-		a, err := agent.New(ctx, agent.Config{Node: node.Name, Netns: tb.Namespace(node.Name), StateDir: t.TempDir(),
+		a, err := agent.New(ctx, agent.Config{Insecure: true, Node: node.Name, Netns: tb.Namespace(node.Name), StateDir: t.TempDir(),
 			ManagerAddr: p.addr, ListenAddr: "127.0.0.1:0", RegisterInterval: time.Second})
 		if err != nil {
 			cancel()

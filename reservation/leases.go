@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vonproject/von/internal/failpoint"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -50,6 +53,7 @@ func (m *Manager) release(ctx context.Context, name string, final vonv1.Reservat
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Hit(failpoint.AfterReleaseStart)
 	// From here the release finishes whatever the caller does.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.roundTimeout())
 	defer cancel()
@@ -59,7 +63,7 @@ func (m *Manager) release(ctx context.Context, name string, final vonv1.Reservat
 // completeRelease tells every router and then frees capacity and id. A router that
 // cannot be told loses the partition by itself when its lease runs out.
 func (m *Manager) completeRelease(ctx context.Context, epoch uint64, rec *vonv1.Reservation, rev int64, txn txnRecord, final vonv1.ReservationState, why string) (*vonv1.Reservation, error) {
-	if !m.releaseAll(ctx, epoch, txn) {
+	if !m.releaseAll(ctx, epoch, txn, rev).ok() {
 		m.log.Warn("some routers did not ack the release; their partition leases will expire", "name", rec.GetName())
 	}
 	if err := m.finish(ctx, rec, rev, txn.ID, final, why); err != nil {
@@ -111,151 +115,238 @@ func (m *Manager) Renew(ctx context.Context, name string, ttl time.Duration) (*v
 // expireOnce releases committed reservations whose lease has passed and drops terminal
 // records older than the retention.
 func (m *Manager) expireOnce(ctx context.Context) {
-	ons, _, err := m.store.List(ctx)
-	if err != nil {
-		m.log.Warn("expiry scan", "err", err)
-		return
-	}
 	now := time.Now()
+	x := m.index()
+	var ons []*vonv1.Reservation
+	if x != nil {
+		ons = x.duePast(now)
+	} else {
+		var err error
+		if ons, _, err = m.store.List(ctx); err != nil {
+			m.log.Warn("expiry scan", "err", err)
+			return
+		}
+	}
 	for _, r := range ons {
 		switch {
 		case r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED && r.GetLeaseExpireTime() != nil && now.After(r.GetLeaseExpireTime().AsTime()):
 			if _, err := m.release(ctx, r.GetName(), vonv1.ReservationState_RESERVATION_STATE_EXPIRED, "lease expired at "+r.GetLeaseExpireTime().AsTime().Format(time.RFC3339)); err != nil {
 				m.log.Warn("expire", "name", r.GetName(), "err", err)
+				if x != nil {
+					x.later(r, now.Add(m.cfg.ExpiryInterval))
+				}
 			}
 		case terminal(r.GetState()) && r.GetUpdateTime() != nil && now.Sub(r.GetUpdateTime().AsTime()) > m.cfg.Retention:
 			key := m.store.onKey(r.GetName())
 			if _, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", int64(r.GetRevision()))).Then(clientv3.OpDelete(key)).Commit(); err != nil {
 				m.log.Warn("drop old record", "name", r.GetName(), "err", err)
+				if x != nil {
+					x.later(r, now.Add(m.cfg.ExpiryInterval))
+				}
 			}
 		}
 	}
 }
 
 // desired lists the partitions node must hold: one per committed reservation whose
-// paths cross it.
-func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.PartitionSpec, error) {
-	ons, _, err := m.store.List(ctx)
-	if err != nil {
-		return nil, err
+// paths cross it, with those reservations and the store revision they were read at. An ON whose partition cannot be derived
+// is left out (and logged); the rest still reach the router.
+func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservation, []*vonv1.PartitionSpec, int64, error) {
+	ons, rev, err := m.committedOn(ctx, node)
+	if err != nil || len(ons) == 0 {
+		return nil, nil, rev, err
 	}
-	var out []*vonv1.PartitionSpec
-	var ts *TopologyState
-	var agents map[string]*vonv1.Agent
+	ts, err := m.store.Topology(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	agents, err := m.agentRecords(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	recs := make([]*vonv1.Reservation, 0, len(ons))
+	out := make([]*vonv1.PartitionSpec, 0, len(ons))
 	for _, r := range ons {
-		// Only committed ONs: a releasing one is on its way out of every router.
-		if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-			continue
-		}
-		on := false
-		for _, n := range routersOf(r) {
-			on = on || n == node
-		}
-		if !on {
-			continue
-		}
-		if ts == nil {
-			if ts, err = m.store.Topology(ctx); err != nil {
-				return nil, err
-			}
-			if agents, err = m.store.Agents(ctx); err != nil {
-				return nil, err
-			}
-		}
 		spec, err := m.specFor(ts, r, node, agents)
 		if err != nil {
-			return nil, fmt.Errorf("partition of %s on %s: %w", r.GetName(), node, err)
+			// One ON the manager cannot derive (a record that no longer fits
+			// the topology) must not take every other ON of the router with it.
+			m.log.Error("cannot derive a committed ON's partition; leaving it out of the router's desired state",
+				"name", r.GetName(), "router", node, "err", err)
+			continue
 		}
+		recs = append(recs, r)
 		out = append(out, spec)
 	}
-	return out, nil
+	return recs, out, rev, nil
 }
 
 // specFor rebuilds what node must install for r, from r's recorded paths.
+// The partitions of one record are derived once per record revision,
+// topology and agent addresses (specCache) and shared: do not change them.
 func (m *Manager) specFor(ts *TopologyState, r *vonv1.Reservation, node string, agents map[string]*vonv1.Agent) (*vonv1.PartitionSpec, error) {
-	pl, err := placeRecorded(ts, r, m.cfg.DSCP, m.cfg.Port, agents)
-	if err != nil {
-		return nil, err
+	key := specKey{name: r.GetName(), rev: r.GetRevision(), topo: ts.Revision, addrs: m.agentAddrs.Load()}
+	specs, ok := m.specs.get(key)
+	if !ok || r.GetRevision() == 0 {
+		pl, err := placeRecorded(ts, r, m.cfg.DSCP, m.cfg.Port, agents)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range pl.Specs {
+			s.OnId = r.GetOnId()
+			s.LeaseTtl = durationpb.New(m.cfg.PartitionLease)
+		}
+		specs = pl.Specs
+		if r.GetRevision() != 0 {
+			m.specs.put(key, specs)
+		}
 	}
-	s := pl.Specs[node]
+	s := specs[node]
 	if s == nil {
 		return nil, fmt.Errorf("%w: %s is not on the paths", ErrInvalid, node)
 	}
-	s.OnId = r.GetOnId()
-	s.LeaseTtl = durationpb.New(m.cfg.PartitionLease)
 	return s, nil
+}
+
+// specKey is what a record's partitions depend on.
+type specKey struct {
+	name  string
+	rev   uint64 // the record's revision
+	topo  int64  // the topology's revision
+	addrs uint64 // agentAddrs: registered interface addresses can be next hops
+}
+
+// specCache holds derived partitions, bounded: when full it starts afresh.
+type specCache struct {
+	mu sync.Mutex
+	m  map[specKey]map[string]*vonv1.PartitionSpec
+}
+
+// specCacheMax bounds specCache (records; each holds one spec per router).
+const specCacheMax = 200_000
+
+func (c *specCache) get(k specKey) (map[string]*vonv1.PartitionSpec, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *specCache) put(k specKey, v map[string]*vonv1.PartitionSpec) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= specCacheMax {
+		c.m = map[specKey]map[string]*vonv1.PartitionSpec{}
+	}
+	c.m[k] = v
 }
 
 // syncNode pushes node's complete desired state. The state is read and sent under
 // the router's lock, so it can never overtake a Commit or Release sent meanwhile.
 func (m *Manager) syncNode(ctx context.Context, epoch uint64, node string) error {
-	defer m.routerLock(node)()
-	return m.syncNodeLocked(ctx, epoch, node)
+	unlock := m.routerLock(node, true)
+	recs, resp, err := m.syncNodeLocked(ctx, epoch, node)
+	unlock()
+	if err == nil {
+		m.noteSync(ctx, node, recs, resp)
+	}
+	return err
 }
 
-// syncNodeLocked is syncNode for a caller that holds the router's lock.
-func (m *Manager) syncNodeLocked(ctx context.Context, epoch uint64, node string) error {
-	specs, err := m.desired(ctx, node)
+// syncNodeLocked is syncNode for a caller that holds the router's lock; it
+// returns the reservations it listed and the agent's answer.
+func (m *Manager) syncNodeLocked(ctx context.Context, epoch uint64, node string) ([]*vonv1.Reservation, *vonv1.AgentServiceSyncResponse, error) {
+	recs, specs, rev, err := m.desired(ctx, node)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	c, err := m.agentClient(ctx, node)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
 	defer cancel()
-	_, err = c.Sync(cctx, &vonv1.AgentServiceSyncRequest{LeaderEpoch: epoch, Partitions: specs})
+	resp, err := c.Sync(cctx, &vonv1.AgentServiceSyncRequest{LeaderEpoch: epoch, ClusterId: m.clusterID(), Partitions: specs,
+		StateRevision: uint64(rev)})
 	m.m.call("sync", err)
-	return err
+	return recs, resp, err
 }
 
 // refreshOnce renews the partition leases of every live agent; ids an agent does not
 // know are re-driven with a full Sync.
 func (m *Manager) refreshOnce(ctx context.Context) {
 	epoch := m.Epoch()
-	agents, err := m.store.Agents(ctx)
+	agents, err := m.agentRecords(ctx)
 	if err != nil {
 		m.log.Warn("refresh: list agents", "err", err)
 		return
 	}
-	ons, _, err := m.store.List(ctx)
-	if err != nil {
-		m.log.Warn("refresh: list reservations", "err", err)
-		return
-	}
-	ids := map[string][]uint32{}
-	for _, r := range ons {
-		if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-			continue
-		}
-		for _, n := range routersOf(r) {
-			ids[n] = append(ids[n], r.GetOnId())
-		}
-	}
-	for node, list := range ids {
-		if !m.live(agents[node]) {
-			continue
-		}
-		c, err := m.client(agents[node].GetEndpoint())
+	var ids map[string][]uint32
+	if x := m.index(); x != nil {
+		ids = x.idsByRouter()
+	} else {
+		ons, _, err := m.store.List(ctx)
 		if err != nil {
-			continue
+			m.log.Warn("refresh: list reservations", "err", err)
+			return
+		}
+		ids = map[string][]uint32{}
+		for _, r := range ons {
+			if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+				continue
+			}
+			for _, n := range routersOf(r) {
+				ids[n] = append(ids[n], r.GetOnId())
+			}
+		}
+	}
+	nodes := make([]string, 0, len(ids))
+	for node := range ids {
+		if m.live(agents[node]) {
+			nodes = append(nodes, node)
+		}
+	}
+	// Every router at once, each call under its own timeout: a hung agent
+	// delays nobody else's lease.
+	m.eachRouter(nodes, func(node string) {
+		c, err := m.client(node, agents[node].GetEndpoint())
+		if err != nil {
+			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
-		resp, err := c.Refresh(cctx, &vonv1.AgentServiceRefreshRequest{LeaderEpoch: epoch, OnIds: list, LeaseTtl: durationpb.New(m.cfg.PartitionLease)})
+		resp, err := c.Refresh(cctx, &vonv1.AgentServiceRefreshRequest{LeaderEpoch: epoch, ClusterId: m.clusterID(), OnIds: ids[node], LeaseTtl: durationpb.New(m.cfg.PartitionLease)})
 		cancel()
 		m.m.call("refresh", err)
 		if err != nil {
 			m.log.Warn("refresh", "router", node, "err", err)
-			continue
+			return
 		}
 		if len(resp.GetUnknownOnIds()) > 0 {
-			m.log.Info("router lost partitions; re-driving", "router", node, "on_ids", resp.GetUnknownOnIds())
+			m.log.Info("router lost partitions; re-driving", "router", node, "count", len(resp.GetUnknownOnIds()))
 			if err := m.syncNode(ctx, epoch, node); err != nil {
 				m.log.Warn("sync", "router", node, "err", err)
 			}
 		}
+	})
+}
+
+// routerParallelism bounds how many routers one sweep (refresh, reconcile)
+// talks to at once.
+const routerParallelism = 64
+
+// eachRouter runs fn for every node, up to routerParallelism at once, and
+// returns when all are done.
+func (m *Manager) eachRouter(nodes []string, fn func(node string)) {
+	sem := make(chan struct{}, routerParallelism)
+	var wg sync.WaitGroup
+	for _, node := range nodes {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(node)
+		})
 	}
+	wg.Wait()
 }
 
 // reconcileOnce pushes the full desired state to every live agent and re-drives
@@ -264,18 +355,34 @@ func (m *Manager) reconcileOnce(ctx context.Context) {
 	if err := m.recover(ctx); err != nil {
 		m.log.Warn("reconcile: transactions", "err", err)
 	}
-	agents, err := m.store.Agents(ctx)
+	agents, err := m.agentRecords(ctx)
 	if err != nil {
 		return
 	}
+	var nodes []string
 	for node, a := range agents {
 		if m.live(a) {
-			if err := m.syncNode(ctx, m.Epoch(), node); err != nil {
-				m.log.Warn("reconcile", "router", node, "err", err)
-			}
+			nodes = append(nodes, node)
 		}
 	}
+	// Every reconcileFullEvery-th round every live agent gets its state; in
+	// between only those whose last heartbeat does not show they applied
+	// their router's latest change. (A new leader's first refresh already
+	// re-drives every router that lacks an ON.)
+	if x := m.index(); x != nil && m.reconciles.Add(1)%reconcileFullEvery != 0 {
+		nodes = slices.DeleteFunc(nodes, x.upToDate)
+	}
+	epoch := m.Epoch()
+	m.eachRouter(nodes, func(node string) {
+		if err := m.syncNode(ctx, epoch, node); err != nil {
+			m.log.Warn("reconcile", "router", node, "err", err)
+		}
+	})
 }
+
+// reconcileFullEvery is how many reconcile rounds make one in which every
+// live agent gets its full state, whatever its heartbeats said.
+const reconcileFullEvery = 10
 
 // recover finishes every 2PC round still recorded in etcd: undecided reserve rounds are
 // aborted (presumed abort), committed ones re-driven, releases completed.
@@ -319,7 +426,11 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 	mine := err == nil && rec.GetOnId() == t.OnID
 	switch {
 	case t.Kind == "reserve" && t.Decision == "commit":
-		if m.commitAll(ctx, epoch, t) {
+		res := m.commitAll(ctx, epoch, t, txnRev)
+		if mine && rec.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+			m.noteEnforcement(ctx, rec, rev, res, t.Participants)
+		}
+		if res.ok() {
 			_, err := m.cli.Delete(ctx, m.store.txnKey(t.ID))
 			return err
 		}
@@ -338,6 +449,14 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 		}
 		_, err := m.cli.Delete(ctx, m.store.txnKey(t.ID))
 		return err
+	case t.Kind == "reroute" && t.Decision == "commit":
+		m.finishReroute(ctx, epoch, t, txnRev)
+		return nil
+	case t.Kind == "reroute":
+		// Undecided: the record still holds the old paths; drop the new holds.
+		m.abortAll(ctx, epoch, t)
+		_, err := m.cli.Delete(ctx, m.store.txnKey(t.ID))
+		return err
 	case t.Kind == "release":
 		if mine && rec.GetState() == vonv1.ReservationState_RESERVATION_STATE_RELEASING {
 			final := vonv1.ReservationState_RESERVATION_STATE_RELEASED
@@ -347,7 +466,7 @@ func (m *Manager) recoverOne(ctx context.Context, epoch uint64, t txnRecord) err
 			_, err := m.completeRelease(ctx, epoch, rec, rev, t, final, rec.GetFailureReason())
 			return err
 		}
-		m.releaseAll(ctx, epoch, t)
+		m.releaseAll(ctx, epoch, t, txnRev)
 		_, err := m.cli.Delete(ctx, m.store.txnKey(t.ID))
 		return err
 	}

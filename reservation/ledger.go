@@ -3,7 +3,6 @@ package reservation
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -85,6 +84,10 @@ type Admission struct {
 	Owner   string
 	Rate    uint64
 	Charges []Charge
+	// Amounts, if set, is the bit/s charged on each link direction (copies × rate
+	// where several copies of one message cross it); a charge absent from it is
+	// charged Rate.
+	Amounts map[Charge]uint64
 	// Limit returns the reservable bit/s of a link (capacity × reservable).
 	Limit func(link string) (uint64, bool)
 	// Guard and Ops join the admission transaction: Guard must hold for it to apply
@@ -107,10 +110,14 @@ func (e *CapacityError) Error() string {
 
 func (e *CapacityError) Unwrap() error { return ErrInsufficientCapacity }
 
-// ErrGuard is returned by Admit when an Admission.Guard comparison failed.
-var ErrGuard = errors.New("admission guard failed")
+func (a *Admission) amount(c Charge) uint64 {
+	if v, ok := a.Amounts[c]; ok {
+		return v
+	}
+	return a.Rate
+}
 
-// Admit allocates a fresh ON id and charges Rate on every link direction, atomically
+// Admit allocates a fresh ON id and charges every link direction, atomically
 // with the caller's Ops. It returns the id and the revision of the transaction.
 func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) {
 	charges := dedupe(a.Charges)
@@ -120,13 +127,9 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 				return 0, 0, err
 			}
 		}
-		gets := make([]clientv3.Op, len(charges))
-		for i, c := range charges {
-			gets[i] = clientv3.OpGet(l.linkKey(c))
-		}
-		resp, err := l.cli.Txn(ctx).Then(gets...).Commit()
+		links, _, err := l.readLinks(ctx, charges)
 		if err != nil {
-			return 0, 0, fmt.Errorf("read link reservations: %w", err)
+			return 0, 0, err
 		}
 		cmps := l.fenced(a.Guard)
 		var puts []clientv3.Op
@@ -135,20 +138,12 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 			if !ok {
 				return 0, 0, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
 			}
-			kvs := resp.Responses[i].GetResponseRange().Kvs
-			var reserved uint64
-			var rev int64
-			if len(kvs) > 0 {
-				if reserved, err = strconv.ParseUint(string(kvs[0].Value), 10, 64); err != nil {
-					return 0, 0, fmt.Errorf("corrupt ledger key %s: %w", kvs[0].Key, err)
-				}
-				rev = kvs[0].ModRevision
+			reserved, amt := links[i].reserved, a.amount(c)
+			if reserved+amt > limit || reserved+amt < reserved {
+				return 0, 0, &CapacityError{Charge: c, Limit: limit, Reserved: reserved, Rate: amt}
 			}
-			if reserved+a.Rate > limit || reserved+a.Rate < reserved {
-				return 0, 0, &CapacityError{Charge: c, Limit: limit, Reserved: reserved, Rate: a.Rate}
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(l.linkKey(c)), "=", rev))
-			puts = append(puts, clientv3.OpPut(l.linkKey(c), strconv.FormatUint(reserved+a.Rate, 10)))
+			cmp, put := l.setLink(c, links[i], reserved+amt)
+			cmps, puts = append(cmps, cmp), append(puts, put)
 		}
 		id := randomID()
 		idVal, _ := json.Marshal(idRecord{Owner: a.Owner})
@@ -161,24 +156,81 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 			}
 			puts = append(puts, ops...)
 		}
-		tr, err := l.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		rev, done, err := l.commit(ctx, "admission", cmps, puts, a.Guard)
 		if err != nil {
-			return 0, 0, fmt.Errorf("admission transaction: %w", err)
+			return 0, 0, err
 		}
-		if tr.Succeeded {
-			return id, tr.Header.Revision, nil
-		}
-		if guard := l.fenced(a.Guard); len(guard) > 0 {
-			ok, err := l.guardHolds(ctx, guard)
-			if err != nil {
-				return 0, 0, err
-			}
-			if !ok {
-				return 0, 0, ErrGuard
-			}
+		if done {
+			return id, rev, nil
 		}
 	}
 	return 0, 0, fmt.Errorf("admission of %s: %w", a.Owner, ErrContention)
+}
+
+// linkState is what one link direction holds, and the mod revision read.
+type linkState struct {
+	reserved uint64
+	rev      int64
+}
+
+// readLinks reads the charges' link directions (and extra keys, whose
+// responses follow) in one transaction.
+func (l *Ledger) readLinks(ctx context.Context, charges []Charge, extra ...string) ([]linkState, *clientv3.TxnResponse, error) {
+	gets := make([]clientv3.Op, 0, len(charges)+len(extra))
+	for _, c := range charges {
+		gets = append(gets, clientv3.OpGet(l.linkKey(c)))
+	}
+	for _, k := range extra {
+		gets = append(gets, clientv3.OpGet(k))
+	}
+	resp, err := l.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read link reservations: %w", err)
+	}
+	out := make([]linkState, len(charges))
+	for i := range charges {
+		if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) > 0 {
+			v, err := strconv.ParseUint(string(kvs[0].Value), 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("corrupt ledger key %s: %w", kvs[0].Key, err)
+			}
+			out[i] = linkState{v, kvs[0].ModRevision}
+		}
+	}
+	return out, resp, nil
+}
+
+// setLink is the guard and the write that make c hold v (deleted at 0), if
+// it still holds what was read.
+func (l *Ledger) setLink(c Charge, read linkState, v uint64) (clientv3.Cmp, clientv3.Op) {
+	cmp := clientv3.Compare(clientv3.ModRevision(l.linkKey(c)), "=", read.rev)
+	if v == 0 {
+		return cmp, clientv3.OpDelete(l.linkKey(c))
+	}
+	return cmp, clientv3.OpPut(l.linkKey(c), strconv.FormatUint(v, 10))
+}
+
+// commit runs one guarded ledger transaction. done: it applied (rev is its
+// revision). Not done and no error: a link changed under it, read again. The
+// caller's guard failing is ErrGuard.
+func (l *Ledger) commit(ctx context.Context, what string, cmps []clientv3.Cmp, puts []clientv3.Op, guard []clientv3.Cmp) (rev int64, done bool, err error) {
+	tr, err := l.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("%s transaction: %w", what, err)
+	}
+	if tr.Succeeded {
+		return tr.Header.Revision, true, nil
+	}
+	if g := l.fenced(guard); len(g) > 0 {
+		ok, err := l.guardHolds(ctx, g)
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok {
+			return 0, false, ErrGuard
+		}
+	}
+	return 0, false, nil
 }
 
 func (l *Ledger) guardHolds(ctx context.Context, guard []clientv3.Cmp) (bool, error) {
@@ -189,9 +241,14 @@ func (l *Ledger) guardHolds(ctx context.Context, guard []clientv3.Cmp) (bool, er
 	return tr.Succeeded, nil
 }
 
-// Release returns Rate on every charged link direction and quarantines id, atomically
-// with the caller's ops (e.g. deleting or updating the ON record).
-func (l *Ledger) Release(ctx context.Context, id uint32, rate uint64, charges []Charge, guard []clientv3.Cmp, ops []clientv3.Op) (int64, error) {
+// Release returns what was charged on every link direction (amounts, as admitted) and
+// quarantines id, atomically with the caller's ops (e.g. deleting or updating the ON
+// record).
+func (l *Ledger) Release(ctx context.Context, id uint32, amounts map[Charge]uint64, guard []clientv3.Cmp, ops []clientv3.Op) (int64, error) {
+	charges := make([]Charge, 0, len(amounts))
+	for c := range amounts {
+		charges = append(charges, c)
+	}
 	charges = dedupe(charges)
 	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
 		if attempt > 0 {
@@ -199,35 +256,15 @@ func (l *Ledger) Release(ctx context.Context, id uint32, rate uint64, charges []
 				return 0, err
 			}
 		}
-		gets := make([]clientv3.Op, 0, len(charges)+1)
-		for _, c := range charges {
-			gets = append(gets, clientv3.OpGet(l.linkKey(c)))
-		}
-		gets = append(gets, clientv3.OpGet(l.idKey(id)))
-		resp, err := l.cli.Txn(ctx).Then(gets...).Commit()
+		links, resp, err := l.readLinks(ctx, charges, l.idKey(id))
 		if err != nil {
-			return 0, fmt.Errorf("read link reservations: %w", err)
+			return 0, err
 		}
 		cmps := l.fenced(guard)
 		puts := append([]clientv3.Op(nil), ops...)
 		for i, c := range charges {
-			kvs := resp.Responses[i].GetResponseRange().Kvs
-			var reserved uint64
-			var rev int64
-			if len(kvs) > 0 {
-				reserved, _ = strconv.ParseUint(string(kvs[0].Value), 10, 64)
-				rev = kvs[0].ModRevision
-			}
-			left := uint64(0)
-			if reserved > rate {
-				left = reserved - rate
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(l.linkKey(c)), "=", rev))
-			if left == 0 {
-				puts = append(puts, clientv3.OpDelete(l.linkKey(c)))
-			} else {
-				puts = append(puts, clientv3.OpPut(l.linkKey(c), strconv.FormatUint(left, 10)))
-			}
+			cmp, put := l.setLink(c, links[i], links[i].reserved-min(links[i].reserved, amounts[c]))
+			cmps, puts = append(cmps, cmp), append(puts, put)
 		}
 		var owner string
 		if kvs := resp.Responses[len(charges)].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -237,24 +274,57 @@ func (l *Ledger) Release(ctx context.Context, id uint32, rate uint64, charges []
 		}
 		q, _ := json.Marshal(idRecord{Owner: owner, Until: time.Now().Add(l.Quarantine).UnixNano()})
 		puts = append(puts, clientv3.OpPut(l.idKey(id), string(q)))
-		tr, err := l.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-		if err != nil {
-			return 0, fmt.Errorf("release transaction: %w", err)
-		}
-		if tr.Succeeded {
-			return tr.Header.Revision, nil
-		}
-		if g := l.fenced(guard); len(g) > 0 {
-			ok, err := l.guardHolds(ctx, g)
-			if err != nil {
-				return 0, err
-			}
-			if !ok {
-				return 0, ErrGuard
-			}
+		if rev, done, err := l.commit(ctx, "release", cmps, puts, guard); done || err != nil {
+			return rev, err
 		}
 	}
 	return 0, fmt.Errorf("release of ON %d: %w", id, ErrContention)
+}
+
+// Rebalance moves an ON's charges from old to new amounts (re-routing it),
+// atomically with the caller's ops: every link direction changes by new − old,
+// and one that grows must stay within its limit. It returns the revision.
+func (l *Ledger) Rebalance(ctx context.Context, old, new map[Charge]uint64, limit func(link string) (uint64, bool), guard []clientv3.Cmp, ops []clientv3.Op) (int64, error) {
+	var charges []Charge
+	for c := range old {
+		charges = append(charges, c)
+	}
+	for c := range new {
+		charges = append(charges, c)
+	}
+	charges = dedupe(charges)
+	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return 0, err
+			}
+		}
+		links, _, err := l.readLinks(ctx, charges)
+		if err != nil {
+			return 0, err
+		}
+		cmps := l.fenced(guard)
+		puts := append([]clientv3.Op(nil), ops...)
+		for i, c := range charges {
+			reserved := links[i].reserved
+			next := reserved - min(reserved, old[c])
+			if new[c] > old[c] {
+				lim, ok := limit(c.Link)
+				if !ok {
+					return 0, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
+				}
+				if next+new[c] > lim {
+					return 0, &CapacityError{Charge: c, Limit: lim, Reserved: next, Rate: new[c]}
+				}
+			}
+			cmp, put := l.setLink(c, links[i], next+new[c])
+			cmps, puts = append(cmps, cmp), append(puts, put)
+		}
+		if rev, done, err := l.commit(ctx, "rebalance", cmps, puts, guard); done || err != nil {
+			return rev, err
+		}
+	}
+	return 0, fmt.Errorf("rebalance: %w", ErrContention)
 }
 
 // Reserved returns the bit/s reserved on each link direction that has any.

@@ -110,7 +110,7 @@ func TestIDsUniqueAndQuarantined(t *testing.T) {
 		one = id
 		break
 	}
-	if _, err := l.Release(ctx, one, 0, nil, nil, nil); err != nil {
+	if _, err := l.Release(ctx, one, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := cli.Get(ctx, l.idKey(one))
@@ -142,13 +142,41 @@ func TestReleaseFreesCapacity(t *testing.T) {
 		t.Fatalf("second admit: %v", err)
 	}
 	guard := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
-	if _, err := l.Release(ctx, id, 8, ch, guard, []clientv3.Op{clientv3.OpDelete(key)}); err != nil {
+	if _, err := l.Release(ctx, id, map[Charge]uint64{ch[0]: 8}, guard, []clientv3.Op{clientv3.OpDelete(key)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Release(ctx, id, 8, ch, guard, []clientv3.Op{clientv3.OpDelete(key)}); !errors.Is(err, ErrGuard) {
+	if _, err := l.Release(ctx, id, map[Charge]uint64{ch[0]: 8}, guard, []clientv3.Op{clientv3.OpDelete(key)}); !errors.Is(err, ErrGuard) {
 		t.Fatalf("double release: %v", err)
 	}
 	if _, _, err := l.Admit(ctx, Admission{Owner: "b", Rate: 8, Charges: ch, Limit: limit(10)}); err != nil {
 		t.Fatalf("admit after release: %v", err)
+	}
+}
+
+// Per-link amounts: a link that carries two copies of every message is charged twice
+// the rate, checked against its limit, and returned in full on release.
+func TestAdmitAmounts(t *testing.T) {
+	_, cli := newEtcd(t)
+	l := NewLedger(cli, "/t")
+	ctx := context.Background()
+	access, core := Charge{"access", AtoB}, Charge{"core", AtoB}
+	ch := []Charge{access, core}
+	amounts := map[Charge]uint64{access: 16, core: 8}
+	if _, _, err := l.Admit(ctx, Admission{Owner: "big", Rate: 8, Charges: ch, Amounts: amounts, Limit: limit(15)}); !errors.Is(err, ErrInsufficientCapacity) {
+		t.Fatalf("2×8 on a 15 link: %v", err)
+	}
+	id, _, err := l.Admit(ctx, Admission{Owner: "a", Rate: 8, Charges: ch, Amounts: amounts, Limit: limit(20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := l.Reserved(ctx)
+	if got[access] != 16 || got[core] != 8 {
+		t.Fatalf("reserved %v, want access 16, core 8", got)
+	}
+	if _, err := l.Release(ctx, id, amounts, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.Reserved(ctx); len(got) != 0 {
+		t.Fatalf("after release %v, want nothing", got)
 	}
 }

@@ -14,8 +14,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/vonproject/von/internal/rpcconn"
+	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -27,13 +28,21 @@ type Config struct {
 	// ID takes over its earlier incarnation's session at once; two live managers must
 	// not share one. Default: a random id.
 	ID string
+	// Advertise is the address other managers can reach this one's gRPC server
+	// at. Standbys probe the leader there: a leader whose address refuses
+	// connections has crashed, and its session is ended at once instead of after
+	// its TTL. Empty: no probing of this manager.
+	Advertise string
 
 	DefaultTTL time.Duration // reservation lease when the request gives none (1h)
 	MaxTTL     time.Duration // longest lease a request may ask for (720h)
 	// PartitionLease is the lease agents hold partitions under (30s); the manager
 	// refreshes it every PartitionLease/3, so agents ride out shorter outages.
-	PartitionLease    time.Duration
-	HoldTTL           time.Duration // how long agents hold a prepared partition (30s)
+	PartitionLease time.Duration
+	HoldTTL        time.Duration // how long agents hold a prepared partition (30s)
+	// SessionTTL is the leader's election session: a crashed leader's successor
+	// takes over within it (PartitionLease/3, at most 10s, at least 1s; whole seconds).
+	SessionTTL        time.Duration
 	CallTimeout       time.Duration // per agent RPC (5s)
 	AgentLiveness     time.Duration // an agent is live if it registered this recently (15s)
 	ExpiryInterval    time.Duration // how often expired reservations are looked for (1s)
@@ -45,6 +54,9 @@ type Config struct {
 	Port uint32 // ON UDP port (4750)
 
 	Metrics *Metrics // nil: metrics are not collected
+	// TLS is this manager's certificate for calling agents, each of which must
+	// present an agent certificate naming its router. nil: plaintext.
+	TLS *pki.Material
 }
 
 func (c *Config) defaults() {
@@ -66,6 +78,8 @@ func (c *Config) defaults() {
 	def(&c.MaxTTL, 720*time.Hour)
 	def(&c.PartitionLease, 30*time.Second)
 	def(&c.HoldTTL, 30*time.Second)
+	def(&c.SessionTTL, min(max(c.PartitionLease/3, time.Second), 10*time.Second))
+	c.SessionTTL = max(c.SessionTTL.Round(time.Second), time.Second)
 	def(&c.CallTimeout, 5*time.Second)
 	def(&c.AgentLiveness, 15*time.Second)
 	def(&c.ExpiryInterval, time.Second)
@@ -90,11 +104,12 @@ type Manager struct {
 	log   *slog.Logger
 	m     *Metrics
 
-	epoch  atomic.Uint64 // leader epoch; 0 while not leading
-	leader chan struct{} // closed when this manager becomes leader
+	epoch   atomic.Uint64           // leader epoch; 0 while not leading
+	cluster atomic.Pointer[Cluster] // read (or created) when Run starts
+	leader  chan struct{}           // closed when this manager becomes leader
 
 	connMu sync.Mutex
-	conns  map[string]*grpc.ClientConn // by agent endpoint
+	conns  map[string]agentConn // by router
 
 	// locks serialises operations on one reservation name inside this manager;
 	// entries live while someone holds or waits for them.
@@ -102,7 +117,18 @@ type Manager struct {
 	locks  map[string]*nameLock
 	// routerLocks orders what is sent to one router: a full Sync (desired state read
 	// and sent under the lock) never overtakes a Commit, Abort or Release.
-	routerLocks sync.Map // node → *sync.Mutex
+	routerLocks sync.Map // node → *sync.RWMutex
+
+	idx        atomic.Pointer[index] // leader only: the reservation index (index.go)
+	syncCh     chan string           // leader only: routers whose agent missed a change (Register)
+	reconciles atomic.Uint64         // reconcile rounds run (every reconcileFullEvery-th syncs everyone)
+	specs      specCache             // partitions derived from records (specFor)
+	agentAddrs atomic.Uint64         // bumped when an agent's registered interfaces change (specKey)
+
+	seenMu  sync.Mutex
+	seen    map[string]time.Time    // leader only: when each agent's record was last written (liveness.go)
+	agents  map[string]*vonv1.Agent // leader only: the agent records, kept by a watch (nil: read etcd)
+	seenRev map[string]int64        // leader only: revision of each agent record when last seen
 }
 
 // New creates a manager on an etcd client.
@@ -111,11 +137,23 @@ func New(cli *clientv3.Client, cfg Config) *Manager {
 	st := NewStore(cli, cfg.Prefix)
 	st.Ledger.Quarantine = cfg.Quarantine
 	return &Manager{cfg: cfg, cli: cli, store: st, log: cfg.Logger, m: cfg.Metrics,
-		leader: make(chan struct{}), conns: map[string]*grpc.ClientConn{}, locks: map[string]*nameLock{}}
+		leader: make(chan struct{}), conns: map[string]agentConn{}, locks: map[string]*nameLock{},
+		syncCh: make(chan string, 1024)}
 }
+
+// Logger is the manager's logger.
+func (m *Manager) Logger() *slog.Logger { return m.log }
 
 // Store exposes the manager's etcd view (tests and tools).
 func (m *Manager) Store() *Store { return m.store }
+
+// clusterID names the manager cluster in every call to an agent.
+func (m *Manager) clusterID() string {
+	if c := m.cluster.Load(); c != nil {
+		return c.ID
+	}
+	return ""
+}
 
 // Epoch is the leader epoch, 0 while not leading.
 func (m *Manager) Epoch() uint64 { return m.epoch.Load() }
@@ -129,14 +167,25 @@ func (m *Manager) Leading() <-chan struct{} { return m.leader }
 func (m *Manager) Run(ctx context.Context) error {
 	// The session outlives ctx so that Close can revoke it: a standby then leads at
 	// once instead of waiting for the TTL.
-	sess, err := concurrency.NewSession(m.cli, concurrency.WithTTL(10), concurrency.WithContext(context.WithoutCancel(ctx)))
+	cl, err := m.store.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	m.cluster.Store(cl)
+	sess, err := concurrency.NewSession(m.cli, concurrency.WithTTL(int(m.cfg.SessionTTL/time.Second)), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
 	}
 	defer sess.Close()
 	m.revokeStale(ctx, sess.Lease())
 	el := concurrency.NewElection(sess, m.store.electionPrefix())
-	if err := el.Campaign(ctx, m.cfg.ID); err != nil {
+	pctx, pcancel := context.WithCancel(ctx)
+	probed := make(chan struct{})
+	go func() { defer close(probed); m.probeLeader(pctx, el) }()
+	err = el.Campaign(ctx, m.candidate())
+	pcancel()
+	<-probed
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -162,16 +211,25 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer func() {
 		m.epoch.Store(0)
 		m.closeConns()
+		m.seenMu.Lock()
+		m.seen, m.seenRev, m.agents = nil, nil, nil
+		m.seenMu.Unlock()
 	}()
-	if err := m.recover(lctx); err != nil && lctx.Err() == nil {
-		m.log.Error("recovery", "err", err)
+	// Partition leases first: the predecessor's last refresh may be up to a
+	// third of a lease old, and recovering its unfinished rounds can take
+	// several call timeouts per hung router. The loops start before recovery.
+	watched := m.watchAgents(lctx)
+	defer func() { lcancel(); <-watched }()
+	if x, indexed, err := m.loadIndex(lctx); err != nil {
+		m.log.Warn("reservation index not loaded; reading the store instead", "err", err)
+	} else {
+		m.idx.Store(x)
+		defer func() { m.idx.Store(nil); lcancel(); <-indexed }()
 	}
-	close(m.leader)
+	m.refreshOnce(lctx)
 	var wg sync.WaitGroup
 	loop := func(every time.Duration, fn func(context.Context)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for {
@@ -182,14 +240,25 @@ func (m *Manager) Run(ctx context.Context) error {
 					fn(lctx)
 				}
 			}
-		}()
+		})
 	}
-	loop(m.cfg.ExpiryInterval, m.expireOnce)
 	loop(m.cfg.PartitionLease/3, m.refreshOnce)
+	wg.Go(func() { m.syncMissed(lctx) })
+	loop(m.cfg.ExpiryInterval, m.expireOnce)
+	if err := m.recover(lctx); err != nil && lctx.Err() == nil {
+		m.log.Error("recovery", "err", err)
+	}
+	close(m.leader)
 	loop(m.cfg.ReconcileInterval, m.reconcileOnce)
+	loop(m.cfg.ExpiryInterval, m.checkDegraded)
 	loop(time.Minute, func(ctx context.Context) {
 		if _, err := m.store.Ledger.ReapQuarantine(ctx, time.Now()); err != nil {
 			m.log.Warn("reap quarantined ids", "err", err)
+		}
+	})
+	loop(time.Minute, func(ctx context.Context) {
+		if _, err := m.ReapMembers(ctx, time.Now()); err != nil {
+			m.log.Warn("reap member registry", "err", err)
 		}
 	})
 	<-lctx.Done()
@@ -203,28 +272,18 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// revokeStale ends the election sessions of earlier incarnations of this manager (same
-// ID: a crashed process restarted), so it need not wait for their TTL to lead again.
-func (m *Manager) revokeStale(ctx context.Context, mine clientv3.LeaseID) {
-	resp, err := m.cli.Get(ctx, m.store.electionPrefix()+"/", clientv3.WithPrefix())
-	if err != nil {
-		return
-	}
-	for _, kv := range resp.Kvs {
-		if string(kv.Value) == m.cfg.ID && clientv3.LeaseID(kv.Lease) != mine && kv.Lease != 0 {
-			if _, err := m.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
-				m.log.Info("ended the election session of an earlier incarnation", "id", m.cfg.ID)
-			}
-		}
-	}
-}
-
 func (m *Manager) requireLeader() (uint64, error) {
 	e := m.epoch.Load()
 	if e == 0 {
 		return 0, ErrNotLeader
 	}
 	return e, nil
+}
+
+// agentConn is the connection to one router's agent.
+type agentConn struct {
+	endpoint string
+	cc       *grpc.ClientConn
 }
 
 type nameLock struct {
@@ -253,51 +312,57 @@ func (m *Manager) lock(name string) func() {
 	}
 }
 
-// routerLock serialises state changes sent to one router.
-func (m *Manager) routerLock(node string) func() {
-	v, _ := m.routerLocks.LoadOrStore(node, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+// routerLock orders what is sent to one router: a full Sync (exclusive)
+// never overlaps a Commit, Abort or Release (shared: calls about different
+// ONs, which the agent orders by their state revisions).
+func (m *Manager) routerLock(node string, exclusive bool) func() {
+	v, _ := m.routerLocks.LoadOrStore(node, &sync.RWMutex{})
+	mu := v.(*sync.RWMutex)
+	if exclusive {
+		mu.Lock()
+		return mu.Unlock
+	}
+	mu.RLock()
+	return mu.RUnlock
 }
 
 // agentClient returns a client for node's agent, or ErrAgentDown.
 func (m *Manager) agentClient(ctx context.Context, node string) (vonv1.AgentServiceClient, error) {
-	agents, err := m.store.Agents(ctx)
+	a, err := m.agentRecord(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	a := agents[node]
 	if !m.live(a) {
 		return nil, fmt.Errorf("%w: no live von-agent on router %s", ErrAgentDown, node)
 	}
-	return m.client(a.GetEndpoint())
+	return m.client(node, a.GetEndpoint())
 }
 
-func (m *Manager) live(a *vonv1.Agent) bool {
-	return a != nil && a.GetEndpoint() != "" && a.GetLastSeenTime() != nil &&
-		time.Since(a.GetLastSeenTime().AsTime()) <= m.cfg.AgentLiveness
-}
-
-func (m *Manager) client(endpoint string) (vonv1.AgentServiceClient, error) {
+// client returns a client for node's agent at endpoint. One connection per
+// router: when the agent registers a new endpoint, the old one is closed.
+func (m *Manager) client(node, endpoint string) (vonv1.AgentServiceClient, error) {
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
-	if c := m.conns[endpoint]; c != nil {
-		return vonv1.NewAgentServiceClient(c), nil
+	if c, ok := m.conns[node]; ok {
+		if c.endpoint == endpoint {
+			return vonv1.NewAgentServiceClient(c.cc), nil
+		}
+		_ = c.cc.Close()
+		delete(m.conns, node)
 	}
-	c, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := rpcconn.Dial(endpoint, m.cfg.TLS, pki.Expect(pki.KindAgent, node))
 	if err != nil {
 		return nil, fmt.Errorf("%w: agent endpoint %s: %w", ErrAgentDown, endpoint, err)
 	}
-	m.conns[endpoint] = c
-	return vonv1.NewAgentServiceClient(c), nil
+	m.conns[node] = agentConn{endpoint: endpoint, cc: cc}
+	return vonv1.NewAgentServiceClient(cc), nil
 }
 
 func (m *Manager) closeConns() {
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
 	for k, c := range m.conns {
-		_ = c.Close()
+		_ = c.cc.Close()
 		delete(m.conns, k)
 	}
 }

@@ -12,8 +12,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vonv1 "github.com/vonproject/von/proto/von/v1"
+	"github.com/vonproject/von/topology"
 )
 
 // startManager runs a leading manager on a real embedded etcd.
@@ -112,7 +114,7 @@ func TestReserveValidation(t *testing.T) {
 	_, cli := newEtcd(t)
 	m := startManager(t, cli, Config{})
 	ctx := context.Background()
-	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1}); !errors.Is(err, ErrNoTopology) {
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1000}); !errors.Is(err, ErrNoTopology) {
 		t.Errorf("no topology: %v", err)
 	}
 	applyYAML(t, m, direct)
@@ -120,28 +122,33 @@ func TestReserveValidation(t *testing.T) {
 		req  ReserveRequest
 		want string
 	}{
-		{ReserveRequest{Name: "", Members: []string{"h1", "h2"}, Rate: 1}, "empty"},
-		{ReserveRequest{Name: "a b", Members: []string{"h1", "h2"}, Rate: 1}, "not allowed"},
-		{ReserveRequest{Name: "a", Members: []string{"h1"}, Rate: 1}, "at least two members"},
-		{ReserveRequest{Name: "a", Members: []string{"h1", "h1"}, Rate: 1}, "listed twice"},
-		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}}, "rate must be positive"},
-		{ReserveRequest{Name: "a", Members: []string{"h1", "h9"}, Rate: 1}, `"h9" is not a node`},
-		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1, NodeDisjoint: true}, "need --redundant"},
-		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1, TTL: time.Millisecond}, "ttl"},
+		{ReserveRequest{Name: "", Members: []string{"h1", "h2"}, Rate: 1000}, "empty"},
+		{ReserveRequest{Name: "a b", Members: []string{"h1", "h2"}, Rate: 1000}, "not allowed"},
+		{ReserveRequest{Name: "a", Members: []string{"h1"}, Rate: 1000}, "at least two members"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h1"}, Rate: 1000}, "listed twice"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}}, "below the minimum"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 7}, "below the minimum 1000 bit/s"},
+		{ReserveRequest{Name: "a", Members: manyMembers(65), Rate: 1000}, "at most 64"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", strings.Repeat("x", 129)}, Rate: 1000}, "longer than 128"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", ""}, Rate: 1000}, "empty"},
+		{ReserveRequest{Name: strings.Repeat("n", 129), Members: []string{"h1", "h2"}, Rate: 1000}, "longer than 128"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h9"}, Rate: 1000}, `"h9" is not a node`},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1000, NodeDisjoint: true}, "need --redundant"},
+		{ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1000, TTL: time.Millisecond}, "ttl"},
 	} {
 		_, err := m.Reserve(ctx, c.req)
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: err = %v, want ErrInvalid containing %q", c.req, err, c.want)
 		}
 	}
-	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1}); err != nil {
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1000}); err != nil {
 		t.Fatal(err)
 	}
 	// A retry of the same request returns the same reservation; a different one is refused.
-	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1}); err != nil {
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1000}); err != nil {
 		t.Errorf("idempotent retry: %v", err)
 	}
-	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 2}); !errors.Is(err, ErrExists) {
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 2000}); !errors.Is(err, ErrExists) {
 		t.Errorf("conflicting reserve: %v", err)
 	}
 	// A topology that strands the reservation is refused.
@@ -282,11 +289,226 @@ func TestRegisterNeedsLeader(t *testing.T) {
 	_, cli := newEtcd(t)
 	m := New(cli, Config{}) // not running: never leads
 	applyYAML(t, m, routed)
-	_, err := (&Server{M: m}).Register(context.Background(), &vonv1.AgentRegistryServiceRegisterRequest{Node: "r1", Endpoint: "127.0.0.1:1"})
+	_, err := (&server{M: m}).Register(context.Background(), &vonv1.AgentRegistryServiceRegisterRequest{Node: "r1", Endpoint: "127.0.0.1:1"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("register on a follower: %v", err)
 	}
 	if agents, _ := m.store.Agents(context.Background()); agents["r1"] == nil {
 		t.Fatal("registration not recorded")
+	}
+}
+
+// Issue 8 §0.3: agents that registered before the topology was applied count at once:
+// their addresses are the next hops of the pins, so a reservation right after
+// `topology apply` must find them.
+func TestRegisterBeforeTopology(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	s := &server{M: m}
+	ctx := context.Background()
+	topo, err := topology.Load("../e2e/testdata/ring.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, a := range agentsFor(t, topo) {
+		if topo.Nodes[mustIndex(t, topo, node)].Kind != topology.KindRouter {
+			continue
+		}
+		_, err := s.Register(ctx, &vonv1.AgentRegistryServiceRegisterRequest{Node: node, Endpoint: "127.0.0.1:1", Interfaces: a.GetInterfaces()})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "topology apply") {
+			t.Fatalf("register %s before any topology: %v", node, err)
+		}
+	}
+	y, _ := topology.Marshal(topo)
+	applyYAML(t, m, string(y))
+	ts, err := m.store.Topology(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := m.store.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := place(ts, placeRequest{Name: "v", Members: []string{"h1", "h2"}, Rate: 1_000_000, Redundant: true, DSCP: 44, Port: 4750}, nil, agents); err != nil {
+		t.Fatalf("placement right after topology apply: %v", err)
+	}
+	for _, a := range agents {
+		if !m.live(a) {
+			t.Errorf("agent %s registered before the topology is not live", a.GetNode())
+		}
+	}
+	// A host name is still refused.
+	if _, err := s.Register(ctx, &vonv1.AgentRegistryServiceRegisterRequest{Node: "h1", Endpoint: "127.0.0.1:1"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("register a host: %v", err)
+	}
+}
+
+func mustIndex(t *testing.T, topo *topology.Topology, node string) int {
+	t.Helper()
+	i, ok := topo.NodeIndex(node)
+	if !ok {
+		t.Fatalf("no node %s", node)
+	}
+	return i
+}
+
+// An agent that re-registers from ever new endpoints (restarts on random ports)
+// costs the manager one connection, not one per endpoint.
+func TestOneConnectionPerAgent(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	ctx := context.Background()
+	for i := range 300 {
+		a := &vonv1.Agent{Node: "r1", Endpoint: fmt.Sprintf("127.0.0.1:%d", 20000+i), LastSeenTime: timestamppb.Now()}
+		if err := m.store.PutAgent(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.agentClient(ctx, "r1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.connMu.Lock()
+	n := len(m.conns)
+	m.connMu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d agent connections after 300 endpoints of one router, want 1", n)
+	}
+}
+
+func manyMembers(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("h%d", i)
+	}
+	return out
+}
+
+// A committed ON whose partition cannot be derived (its record names a link the
+// topology lacks) is left out of a router's desired state; the router's other
+// ONs are still given to it.
+func TestOneBadONDoesNotBlockRouter(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, routed)
+	ctx := context.Background()
+	ts, _ := m.store.Topology(ctx)
+	agents := map[string]*vonv1.Agent{}
+	for _, n := range []string{"r1", "r2"} {
+		agents[n] = &vonv1.Agent{Node: n, Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.Now()}
+	}
+	pl, err := place(ts, placeRequest{Name: "good", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, agents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := committedRecord("good", 5, time.Now().Add(time.Hour))
+	good.Members, good.Paths, good.Links = pl.Members, pl.Pairs, pl.Charged
+	bad := committedRecord("bad", 6, time.Now().Add(time.Hour))
+	bad.Members, bad.Paths = pl.Members, []*vonv1.MemberPairPaths{{SrcMember: "h1", DstMember: "h2",
+		Paths: []*vonv1.Path{{Nodes: []string{"h1", "r1", "r2", "h2"}, Links: []string{"h1-r1", "gone", "r2-h2"}}}}}
+	putRecord(t, m, good)
+	putRecord(t, m, bad)
+	for _, a := range agents {
+		if err := m.store.PutAgent(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, specs, _, err := m.desired(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 1 || specs[0].GetOnId() != 5 || len(recs) != 1 {
+		t.Fatalf("desired state of r1: %v", specs)
+	}
+}
+
+// The leader judges agent liveness on its own clock: a registration recorded by
+// a manager whose clock is an hour behind still makes the agent live.
+func TestLivenessIgnoresOtherManagersClocks(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{AgentLiveness: 2 * time.Second})
+	ctx := context.Background()
+	skewed := &vonv1.Agent{Node: "r1", Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.New(time.Now().Add(-time.Hour))}
+	if err := m.store.PutAgent(ctx, skewed); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !m.live(skewed) {
+		if time.Now().After(deadline) {
+			t.Fatal("an agent registered just now through a skewed standby counts as down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Liveness still ends when registrations stop.
+	time.Sleep(2500 * time.Millisecond)
+	if m.live(skewed) {
+		t.Fatal("an agent silent for longer than AgentLiveness counts as live")
+	}
+}
+
+// An ON whose path crosses a link a router reports down is recorded degraded,
+// naming the path and the link, and whole again once the link is back.
+func TestDegradedWhileALinkIsDown(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{ExpiryInterval: 50 * time.Millisecond})
+	applyYAML(t, m, routed)
+	ctx := context.Background()
+	ts, _ := m.store.Topology(ctx)
+	register := func(eth1Up bool) {
+		for _, n := range []string{"r1", "r2"} {
+			a := &vonv1.Agent{Node: n, Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.Now(), Interfaces: []*vonv1.Interface{
+				{Name: "eth0", Up: true, Addresses: []string{"10.77.1.9/30"}}, {Name: "eth1", Up: eth1Up || n == "r2", Addresses: []string{"10.77.128.5/30"}}}}
+			if err := m.store.PutAgent(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	register(true)
+	agents, _ := m.store.Agents(ctx)
+	pl, err := place(ts, placeRequest{Name: "d", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, agents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := committedRecord("d", 5, time.Now().Add(time.Hour))
+	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
+	putRecord(t, m, r)
+	degraded := func() string {
+		cur, _, err := m.store.Get(ctx, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cur.GetDegraded()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if d := degraded(); d != "" {
+		t.Fatalf("degraded with every link up: %s", d)
+	}
+	register(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(degraded(), "path 0 of h1→h2: link r1-r2 (r1:eth1 is down)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not degraded after r1:eth1 went down: %q", degraded())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	register(true)
+	for degraded() != "" {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatalf("still degraded after the link came back: %q", degraded())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A phase-two call whose context ends while it waits to retry reports the router
+// as not acked (it used to return as if the router had acked).
+func TestPhaseTwoContextEndIsNotAnAck(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	res := m.phaseTwo(ctx, txnRecord{ID: "x", Participants: []string{"r1"}}, "commit",
+		func(context.Context, vonv1.AgentServiceClient, string) error { return nil }, nil)
+	if res.ok() {
+		t.Fatal("a router without an agent, never called, counted as acked")
 	}
 }

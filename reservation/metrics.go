@@ -43,18 +43,24 @@ func (m *Manager) StateCollector() prometheus.Collector {
 	return &stateCollector{
 		desc: prometheus.NewDesc("von_manager_reservations", "Reservations by state.", []string{"state"}, nil),
 		count: func() (map[string]int, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			ons, _, err := m.store.List(ctx)
-			if err != nil {
-				return nil, err
-			}
 			out := map[string]int{}
 			for _, st := range []vonv1.ReservationState{vonv1.ReservationState_RESERVATION_STATE_PREPARING,
 				vonv1.ReservationState_RESERVATION_STATE_COMMITTED, vonv1.ReservationState_RESERVATION_STATE_RELEASING,
 				vonv1.ReservationState_RESERVATION_STATE_RELEASED, vonv1.ReservationState_RESERVATION_STATE_EXPIRED,
 				vonv1.ReservationState_RESERVATION_STATE_FAILED} {
 				out[stateName(st)] = 0
+			}
+			if x := m.index(); x != nil { // the leader counts from its index
+				for st, n := range x.stateCounts() {
+					out[stateName(st)] = n
+				}
+				return out, nil
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ons, _, err := m.store.List(ctx)
+			if err != nil {
+				return nil, err
 			}
 			for _, r := range ons {
 				out[stateName(r.GetState())]++

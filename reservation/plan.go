@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vonproject/von/disjoint"
+	"github.com/vonproject/von/onpath"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/topology"
 )
@@ -18,6 +19,7 @@ type placement struct {
 	Members      []*vonv1.Member
 	Pairs        []*vonv1.MemberPairPaths
 	Charges      []Charge
+	Amounts      map[Charge]uint64 // bit/s charged per link direction (copies × rate)
 	Charged      []*vonv1.ChargedLink
 	Specs        map[string]*vonv1.PartitionSpec // by router
 	Participants []string                        // routers, sorted
@@ -36,14 +38,14 @@ type placeRequest struct {
 }
 
 // place computes paths for every member pair (a link-disjoint pair each when
-// redundant, else one shortest path) over links with Rate unreserved in both
-// directions, and derives each router's partition: an HTB class on its interface of
-// every ON link it touches, pins so each copy follows its path, and edge policing on
-// its host-facing interfaces.
+// redundant, else one shortest path) with onpath — the planner `vonctl paths` uses —
+// over links with room for every copy in both directions, and derives each router's
+// partition: an HTB class on its interface of every ON link it touches (rate = the
+// copies of one message that cross the link × the ON's rate), pins so each copy follows
+// its path, and edge policing on its host-facing interfaces.
 func place(ts *TopologyState, req placeRequest, reserved map[Charge]uint64, agents map[string]*vonv1.Agent) (*placement, error) {
 	t, g := ts.Topo, ts.Graph
 	p := &placement{Specs: map[string]*vonv1.PartitionSpec{}}
-	idx := make([]int, 0, len(req.Members))
 	for _, name := range req.Members {
 		n, ok := t.Node(name)
 		if !ok {
@@ -52,41 +54,38 @@ func place(ts *TopologyState, req placeRequest, reserved map[Charge]uint64, agen
 		if n.Kind != topology.KindHost || !n.Address.IsValid() {
 			return nil, fmt.Errorf("%w: member %q must be a host with an address in the topology", ErrInvalid, name)
 		}
-		i, _ := t.NodeIndex(name)
-		idx = append(idx, i)
 		p.Members = append(p.Members, &vonv1.Member{Name: name, Address: n.Address.String()})
 	}
-	opt := disjoint.Options{K: 1, Rate: req.Rate, Reserved: func(link int, fromA bool) uint64 {
-		d := AtoB
-		if !fromA {
-			d = BtoA
-		}
-		return reserved[Charge{Link: t.Links[link].Name, Dir: d}]
-	}}
+	preq := onpath.Request{Members: req.Members, Paths: 1, Rate: req.Rate, Reserved: reservedFunc(t, reserved)}
 	if req.Redundant {
-		opt.K = 2
-		if req.NodeDisjoint {
-			opt.Mode = disjoint.NodeDisjoint
-		}
+		preq.Paths, preq.NodeDisjoint = 2, req.NodeDisjoint
 	}
-	plan, err := planPairs(ts, idx, opt)
+	plan, err := onpath.PlanON(t, g, preq)
 	if err != nil {
 		var npe *disjoint.NoPairError
-		var ce *CapacityError
-		if errors.As(err, &npe) && npe.Constraint == disjoint.ConstraintCapacity || errors.As(err, &ce) {
+		var ce *onpath.CapacityError
+		switch {
+		case errors.As(err, &npe) && npe.Constraint == disjoint.ConstraintCapacity, errors.As(err, &ce):
 			return nil, fmt.Errorf("%w: %w", ErrInsufficientCapacity, err)
+		case errors.Is(err, onpath.ErrInput):
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrUnplaceable, err)
 	}
+	p.Heuristic = plan.Heuristic
+	p.Amounts = map[Charge]uint64{}
 	for _, li := range plan.Links {
-		name := t.Links[li].Name
-		p.Charges = append(p.Charges, Charge{name, AtoB}, Charge{name, BtoA})
-		p.Charged = append(p.Charged,
-			&vonv1.ChargedLink{Link: name, Direction: vonv1.LinkDirection_LINK_DIRECTION_A_TO_B, RateBps: req.Rate},
-			&vonv1.ChargedLink{Link: name, Direction: vonv1.LinkDirection_LINK_DIRECTION_B_TO_A, RateBps: req.Rate})
+		name, copies := t.Links[li].Name, plan.Copies[li]
+		amt := uint64(copies) * req.Rate
+		for _, d := range []Direction{AtoB, BtoA} {
+			c := Charge{name, d}
+			p.Charges = append(p.Charges, c)
+			p.Amounts[c] = amt
+			p.Charged = append(p.Charged, &vonv1.ChargedLink{Link: name, Direction: d.proto(), RateBps: amt, Copies: uint32(copies)})
+		}
 	}
 	for _, pp := range plan.Pairs {
-		mp := &vonv1.MemberPairPaths{SrcMember: g.NodeName(pp.From), DstMember: g.NodeName(pp.To)}
+		mp := &vonv1.MemberPairPaths{SrcMember: pp.From, DstMember: pp.To}
 		for pi, path := range pp.Result.Paths {
 			out := &vonv1.Path{Index: uint32(pi), Cost: uint64(path.Cost)}
 			for _, n := range path.Nodes {
@@ -105,100 +104,28 @@ func place(ts *TopologyState, req placeRequest, reserved map[Charge]uint64, agen
 	return p, nil
 }
 
-// planPairs finds the paths of every member pair. Hosts never forward, so paths avoid
-// every host but the pair's own two. A host with a single link (the usual case) cannot
-// have two link-disjoint paths of its own: for a redundant ON the pair is computed
-// between the routers the hosts hang off, and the access links are added to both
-// paths — they are the one part of the ON redundancy cannot cover.
-func planPairs(ts *TopologyState, members []int, opt disjoint.Options) (*disjoint.Plan, error) {
-	t, g := ts.Topo, ts.Graph
-	var hosts []int
-	for i, n := range t.Nodes {
-		if n.Kind == topology.KindHost {
-			hosts = append(hosts, i)
+// reservedFunc adapts the ledger's reservations to the planner.
+func reservedFunc(t *topology.Topology, reserved map[Charge]uint64) func(int, bool) uint64 {
+	return func(link int, fromA bool) uint64 {
+		d := AtoB
+		if !fromA {
+			d = BtoA
 		}
+		return reserved[Charge{Link: t.Links[link].Name, Dir: d}]
 	}
-	// attach returns the node to plan from and the access link (or -1).
-	attach := func(m int) (int, int) {
-		links := t.LinksOf(t.Nodes[m].Name)
-		if opt.K < 2 || len(links) != 1 {
-			return m, -1
-		}
-		far, _ := t.Links[links[0]].Other(t.Nodes[m].Name)
-		r, _ := t.NodeIndex(far.Node)
-		return r, links[0]
+}
+
+func (d Direction) proto() vonv1.LinkDirection {
+	if d == BtoA {
+		return vonv1.LinkDirection_LINK_DIRECTION_B_TO_A
 	}
-	plan := &disjoint.Plan{}
-	inUnion := map[int]bool{}
-	for i, a := range members {
-		for _, b := range members[i+1:] {
-			na, la := attach(a)
-			nb, lb := attach(b)
-			pairName := t.Nodes[a].Name + " and " + t.Nodes[b].Name
-			if na == nb {
-				return nil, fmt.Errorf("members %s both hang off router %s: no two disjoint paths exist between them", pairName, t.Nodes[na].Name)
-			}
-			o := opt
-			o.ExcludeNodes = nil
-			for _, h := range hosts {
-				if h != a && h != b {
-					o.ExcludeNodes = append(o.ExcludeNodes, h)
-				}
-			}
-			for _, l := range []int{la, lb} {
-				if l >= 0 && opt.Rate > 0 {
-					for _, fromA := range []bool{true, false} {
-						if r := opt.Reserved(l, fromA); g.Available(l) < r+opt.Rate {
-							d := AtoB
-							if !fromA {
-								d = BtoA
-							}
-							return nil, fmt.Errorf("members %s: access %w", pairName, &CapacityError{Charge: Charge{t.Links[l].Name, d}, Limit: g.Available(l), Reserved: r, Rate: opt.Rate})
-						}
-					}
-				}
-			}
-			res, err := g.Disjoint(na, nb, o)
-			if err != nil {
-				return nil, fmt.Errorf("members %s: %w", pairName, err)
-			}
-			if la >= 0 || lb >= 0 {
-				for pi := range res.Paths {
-					p := &res.Paths[pi]
-					if la >= 0 {
-						p.Nodes = append([]int{a}, p.Nodes...)
-						p.Links = append([]int{la}, p.Links...)
-						p.Cost += int64(t.Links[la].Cost)
-						res.TotalCost += int64(t.Links[la].Cost)
-					}
-					if lb >= 0 {
-						p.Nodes = append(p.Nodes, b)
-						p.Links = append(p.Links, lb)
-						p.Cost += int64(t.Links[lb].Cost)
-						res.TotalCost += int64(t.Links[lb].Cost)
-					}
-				}
-			}
-			plan.Pairs = append(plan.Pairs, disjoint.PairPaths{From: a, To: b, Result: res})
-			plan.Heuristic = plan.Heuristic || res.Heuristic
-			for _, p := range res.Paths {
-				for _, l := range p.Links {
-					if !inUnion[l] {
-						inUnion[l] = true
-						plan.Links = append(plan.Links, l)
-					}
-				}
-			}
-		}
-	}
-	sort.Ints(plan.Links)
-	return plan, nil
+	return vonv1.LinkDirection_LINK_DIRECTION_A_TO_B
 }
 
 // placeRecorded rebuilds the routers' partitions of a reservation from its recorded
 // paths (not re-planned: capacity has been charged for exactly these).
 func placeRecorded(ts *TopologyState, r *vonv1.Reservation, dscp, port uint32, agents map[string]*vonv1.Agent) (*placement, error) {
-	p := &placement{Members: r.GetMembers(), Pairs: r.GetPaths(), Charged: r.GetLinks(), Charges: chargesOf(r)}
+	p := &placement{Members: r.GetMembers(), Pairs: r.GetPaths(), Charged: r.GetLinks(), Charges: chargesOf(r), Amounts: amountsOf(r)}
 	req := placeRequest{Name: r.GetName(), Rate: r.GetRateBps(), DSCP: dscp, Port: port}
 	for _, m := range r.GetMembers() {
 		req.Members = append(req.Members, m.GetName())
@@ -271,8 +198,17 @@ func (p *placement) derive(ts *TopologyState, req placeRequest, agents map[strin
 			if err != nil {
 				return err
 			}
+			// The class shapes what leaves this end: the charge of that direction.
+			d := AtoB
+			if e.Node == l.B.Node && e.Interface == l.B.Interface {
+				d = BtoA
+			}
+			rate := req.Rate
+			if amt, ok := p.Amounts[Charge{l.Name, d}]; ok {
+				rate = amt
+			}
 			s := spec(e.Node)
-			s.Classes = append(s.Classes, &vonv1.InterfaceClass{Interface: name, RateBps: req.Rate, CapacityBps: l.Capacity, Link: l.Name})
+			s.Classes = append(s.Classes, &vonv1.InterfaceClass{Interface: name, RateBps: rate, CapacityBps: l.Capacity, Link: l.Name})
 		}
 	}
 	// Pins: every copy follows its path, in both directions of every pair.

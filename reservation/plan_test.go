@@ -11,7 +11,7 @@ import (
 )
 
 // agentsFor registers every router with the interface addresses the testbed gives it.
-func agentsFor(t *testing.T, topo *topology.Topology) map[string]*vonv1.Agent {
+func agentsFor(t testing.TB, topo *topology.Topology) map[string]*vonv1.Agent {
 	t.Helper()
 	p, err := testbed.NewPlan(topo)
 	if err != nil {
@@ -31,7 +31,7 @@ func agentsFor(t *testing.T, topo *topology.Topology) map[string]*vonv1.Agent {
 	return out
 }
 
-func sixState(t *testing.T) *TopologyState {
+func sixState(t testing.TB) *TopologyState {
 	t.Helper()
 	topo, err := topology.Load("../e2e/testbed/testdata/six.yaml")
 	if err != nil {
@@ -115,5 +115,59 @@ func TestPlaceErrors(t *testing.T) {
 	}
 	if got := strings.Join(pl.Pairs[0].Paths[0].Nodes, " "); got != "h1 r1 r4 r5 r6 h2" {
 		t.Errorf("path %s, want the r4-r5 core", got)
+	}
+}
+
+// Issue 8 §0.1: both copies of every message cross a single-homed member's access link,
+// so a redundant ON is charged and shaped for 2R there and R on the disjoint cores.
+func TestPlaceCopiesOnSharedLinks(t *testing.T) {
+	ts := sixState(t)
+	agents := agentsFor(t, ts.Topo)
+	pl, err := place(ts, placeRequest{Name: "on1", Members: []string{"h1", "h2"}, Rate: 10_000_000, Redundant: true, DSCP: 44, Port: 4750}, nil, agents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"h1-r1": 20_000_000, "r6-h2": 20_000_000, "r1-r2": 10_000_000, "r2-r3": 10_000_000,
+		"r3-r6": 10_000_000, "r1-r4": 10_000_000, "r4-r5": 10_000_000, "r5-r6": 10_000_000}
+	for _, c := range pl.Charged {
+		if w, ok := want[c.GetLink()]; !ok || c.GetRateBps() != w || uint64(c.GetCopies())*10_000_000 != w {
+			t.Errorf("charged %s %s: %d bit/s, %d copies; want %d", c.GetLink(), c.GetDirection(), c.GetRateBps(), c.GetCopies(), w)
+		}
+	}
+	for c, amt := range pl.Amounts {
+		if amt != want[c.Link] {
+			t.Errorf("ledger amount %v = %d, want %d", c, amt, want[c.Link])
+		}
+	}
+	rates := map[string]uint64{}
+	for _, c := range pl.Specs["r1"].Classes {
+		rates[c.GetInterface()] = c.GetRateBps()
+	}
+	if rates["eth0"] != 20_000_000 || rates["eth1"] != 10_000_000 || rates["eth2"] != 10_000_000 {
+		t.Errorf("r1 class rates %v, want eth0 (to h1) 20M, eth1/eth2 (cores) 10M", rates)
+	}
+	for _, c := range pl.Specs["r6"].Classes {
+		if c.GetLink() == "r6-h2" && c.GetRateBps() != 20_000_000 {
+			t.Errorf("r6 class towards h2: %d, want 20M", c.GetRateBps())
+		}
+	}
+	// A non-redundant ON sends one copy: R everywhere.
+	pl, err = place(ts, placeRequest{Name: "on2", Members: []string{"h1", "h2"}, Rate: 10_000_000, DSCP: 44, Port: 4750}, nil, agents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pl.Charged {
+		if c.GetRateBps() != 10_000_000 || c.GetCopies() != 1 {
+			t.Errorf("non-redundant charged %s: %d (%d copies)", c.GetLink(), c.GetRateBps(), c.GetCopies())
+		}
+	}
+	// The access link must have room for both copies: 61M reserved + 2×10M > 80M.
+	reserved := map[Charge]uint64{{"h1-r1", AtoB}: 61_000_000}
+	_, err = place(ts, placeRequest{Name: "x", Members: []string{"h1", "h2"}, Rate: 10_000_000, Redundant: true}, reserved, agents)
+	if !errors.Is(err, ErrInsufficientCapacity) || !strings.Contains(err.Error(), "2 copies") {
+		t.Errorf("access link without room for both copies: %v", err)
+	}
+	if _, err := place(ts, placeRequest{Name: "x", Members: []string{"h1", "h2"}, Rate: 10_000_000}, reserved, agents); err != nil {
+		t.Errorf("one copy fits: %v", err)
 	}
 }

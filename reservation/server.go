@@ -5,27 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
-	"time"
+	"sync"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/vonproject/von/disjoint"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/topology"
 )
 
-// Server exposes a Manager as ReservationService and AgentRegistryService.
-type Server struct {
+// server is the gRPC adapter of a Manager: ReservationService and
+// AgentRegistryService, each call one call of the manager's public API, behind
+// the limits and authorization of Interceptors.
+type server struct {
 	vonv1.UnimplementedReservationServiceServer
 	vonv1.UnimplementedAgentRegistryServiceServer
 	M *Manager
+	// Secure: the server runs mutual TLS, so every call has a certificate
+	// identity and is authorized (authz.go). Serve with Interceptors.
+	Secure bool
+	// RateLimit is how many calls per second one client may make (0:
+	// DefaultRateLimit; negative: no limit).
+	RateLimit int
+
+	limitOnce sync.Once
+	limit     *limiter
 }
 
 // ApplyTopology replaces the network model.
-func (s *Server) ApplyTopology(ctx context.Context, req *vonv1.ApplyTopologyRequest) (*vonv1.ApplyTopologyResponse, error) {
+func (s *server) ApplyTopology(ctx context.Context, req *vonv1.ApplyTopologyRequest) (*vonv1.ApplyTopologyResponse, error) {
 	text := req.GetYaml()
 	if tp := req.GetTopology(); tp != nil {
 		t, err := TopologyFromProto(tp)
@@ -41,17 +46,16 @@ func (s *Server) ApplyTopology(ctx context.Context, req *vonv1.ApplyTopologyRequ
 	if text == "" {
 		return nil, grpcError(fmt.Errorf("%w: give the topology as yaml or as a structured topology", ErrInvalid))
 	}
-	st, err := s.M.store.PutTopology(ctx, text)
+	st, err := s.M.ApplyTopology(ctx, text)
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	s.M.log.Info("topology applied", "nodes", len(st.Topo.Nodes), "links", len(st.Topo.Links), "revision", st.Revision)
 	return &vonv1.ApplyTopologyResponse{Topology: TopologyToProto(st.Topo), Revision: uint64(st.Revision)}, nil
 }
 
 // GetTopology returns the applied model and its source.
-func (s *Server) GetTopology(ctx context.Context, _ *vonv1.GetTopologyRequest) (*vonv1.GetTopologyResponse, error) {
-	st, err := s.M.store.Topology(ctx)
+func (s *server) GetTopology(ctx context.Context, _ *vonv1.GetTopologyRequest) (*vonv1.GetTopologyResponse, error) {
+	st, err := s.M.Topology(ctx)
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -59,9 +63,9 @@ func (s *Server) GetTopology(ctx context.Context, _ *vonv1.GetTopologyRequest) (
 }
 
 // Reserve admits and installs an ON.
-func (s *Server) Reserve(ctx context.Context, req *vonv1.ReserveRequest) (*vonv1.ReserveResponse, error) {
+func (s *server) Reserve(ctx context.Context, req *vonv1.ReserveRequest) (*vonv1.ReserveResponse, error) {
 	r, err := s.M.Reserve(ctx, ReserveRequest{Name: req.GetName(), Members: req.GetMembers(), Rate: req.GetRateBps(),
-		Redundant: req.GetRedundant(), NodeDisjoint: req.GetNodeDisjoint(), TTL: req.GetTtl().AsDuration()})
+		Redundant: req.GetRedundant(), NodeDisjoint: req.GetNodeDisjoint(), TTL: req.GetTtl().AsDuration(), Owner: callerOf(ctx).owner()})
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -69,94 +73,91 @@ func (s *Server) Reserve(ctx context.Context, req *vonv1.ReserveRequest) (*vonv1
 }
 
 // Get returns one reservation.
-func (s *Server) Get(ctx context.Context, req *vonv1.GetRequest) (*vonv1.GetResponse, error) {
-	r, _, err := s.M.store.Get(ctx, req.GetName())
+func (s *server) Get(ctx context.Context, req *vonv1.GetRequest) (*vonv1.GetResponse, error) {
+	r, err := s.M.Get(ctx, req.GetName())
 	if err != nil {
+		return nil, grpcError(err)
+	}
+	if err := callerOf(ctx).checkUse(r); err != nil {
 		return nil, grpcError(err)
 	}
 	return &vonv1.GetResponse{Reservation: r}, nil
 }
 
-// List returns reservations in name order, optionally filtered by state, in pages.
-func (s *Server) List(ctx context.Context, req *vonv1.ListRequest) (*vonv1.ListResponse, error) {
-	all, _, err := s.M.store.List(ctx)
-	if err != nil {
-		return nil, grpcError(err)
-	}
+// List returns reservations in name order, optionally filtered by state, in
+// pages. It reads the store from the page token on, a chunk at a time, until the
+// page is full: a page costs what it returns (and skips), not every ON there is.
+func (s *server) List(ctx context.Context, req *vonv1.ListRequest) (*vonv1.ListResponse, error) {
 	want := map[vonv1.ReservationState]bool{}
 	for _, st := range req.GetStates() {
 		want[st] = true
 	}
 	size := int(req.GetPageSize())
-	if size == 0 || size > 1000 {
-		size = 1000
+	if size == 0 {
+		size = DefaultPageSize
 	}
+	size = min(size, MaxPageSize)
 	out := &vonv1.ListResponse{}
-	for _, r := range all {
-		if len(want) > 0 && !want[r.GetState()] {
-			continue
+	who := callerOf(ctx)
+	after := req.GetPageToken()
+	for {
+		chunk, more, err := s.M.ListAfter(ctx, after, size+1)
+		if err != nil {
+			return nil, grpcError(err)
 		}
-		if req.GetPageToken() != "" && r.GetName() <= req.GetPageToken() {
-			continue
+		for _, r := range chunk {
+			after = r.GetName()
+			if (len(want) > 0 && !want[r.GetState()]) || !who.mayUse(r) {
+				continue
+			}
+			if len(out.Reservations) == size {
+				out.NextPageToken = out.Reservations[size-1].GetName()
+				return out, nil
+			}
+			out.Reservations = append(out.Reservations, r)
 		}
-		if len(out.Reservations) == size {
-			out.NextPageToken = out.Reservations[size-1].GetName()
-			break
+		if !more {
+			return out, nil
 		}
-		out.Reservations = append(out.Reservations, r)
 	}
-	return out, nil
 }
 
 // Watch streams the current reservations, then every change.
-func (s *Server) Watch(req *vonv1.WatchRequest, stream vonv1.ReservationService_WatchServer) error {
+func (s *server) Watch(req *vonv1.WatchRequest, stream vonv1.ReservationService_WatchServer) error {
 	ctx := stream.Context()
+	if n := len(req.GetNames()); n > MaxNamesPerCall {
+		return grpcError(fmt.Errorf("%w: %d names in one Watch; at most %d", ErrInvalid, n, MaxNamesPerCall))
+	}
 	names := map[string]bool{}
 	for _, n := range req.GetNames() {
 		names[n] = true
 	}
-	match := func(name string) bool { return len(names) == 0 || names[name] }
-	all, rev, err := s.M.store.List(ctx)
+	who := callerOf(ctx)
+	match := func(r *vonv1.Reservation) bool { return (len(names) == 0 || names[r.GetName()]) && who.mayUse(r) }
+	all, rev, err := s.M.List(ctx)
 	if err != nil {
 		return grpcError(err)
 	}
 	for _, r := range all {
-		if match(r.GetName()) {
+		if match(r) {
 			if err := stream.Send(&vonv1.WatchResponse{Type: vonv1.ReservationEventType_RESERVATION_EVENT_TYPE_EXISTING, Reservation: r}); err != nil {
 				return err
 			}
 		}
 	}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range s.M.cli.Watch(wctx, s.M.store.onPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
-		if err := wr.Err(); err != nil {
-			return grpcError(fmt.Errorf("%w: watch: %w", ErrContention, err))
+	return grpcError(s.M.Watch(ctx, rev, func(typ vonv1.ReservationEventType, r *vonv1.Reservation) error {
+		if !match(r) {
+			return nil
 		}
-		for _, ev := range wr.Events {
-			r := &vonv1.Reservation{}
-			typ := vonv1.ReservationEventType_RESERVATION_EVENT_TYPE_UPDATED
-			kv := ev.Kv
-			switch {
-			case ev.Type == clientv3.EventTypeDelete:
-				typ, kv = vonv1.ReservationEventType_RESERVATION_EVENT_TYPE_DELETED, ev.PrevKv
-			case ev.IsCreate():
-				typ = vonv1.ReservationEventType_RESERVATION_EVENT_TYPE_CREATED
-			}
-			if kv == nil || proto.Unmarshal(kv.Value, r) != nil || !match(r.GetName()) {
-				continue
-			}
-			r.Revision = uint64(ev.Kv.ModRevision)
-			if err := stream.Send(&vonv1.WatchResponse{Type: typ, Reservation: r}); err != nil {
-				return err
-			}
-		}
-	}
-	return ctx.Err()
+		return stream.Send(&vonv1.WatchResponse{Type: typ, Reservation: r})
+	}))
 }
 
 // Renew extends one lease.
-func (s *Server) Renew(ctx context.Context, req *vonv1.RenewRequest) (*vonv1.RenewResponse, error) {
+func (s *server) Renew(ctx context.Context, req *vonv1.RenewRequest) (*vonv1.RenewResponse, error) {
+	if err := s.checkAccess(ctx, req.GetName(), caller.checkUse); err != nil {
+		return nil, grpcError(err)
+	}
 	r, err := s.M.Renew(ctx, req.GetName(), req.GetTtl().AsDuration())
 	if err != nil {
 		return nil, grpcError(err)
@@ -165,7 +166,7 @@ func (s *Server) Renew(ctx context.Context, req *vonv1.RenewRequest) (*vonv1.Ren
 }
 
 // KeepAlive renews the listed leases on every request of the stream.
-func (s *Server) KeepAlive(stream vonv1.ReservationService_KeepAliveServer) error {
+func (s *server) KeepAlive(stream vonv1.ReservationService_KeepAliveServer) error {
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -174,13 +175,25 @@ func (s *Server) KeepAlive(stream vonv1.ReservationService_KeepAliveServer) erro
 		if err != nil {
 			return err
 		}
+		if n := len(req.GetNames()); n > MaxNamesPerCall {
+			return grpcError(fmt.Errorf("%w: %d names in one KeepAlive; at most %d", ErrInvalid, n, MaxNamesPerCall))
+		}
 		resp := &vonv1.KeepAliveResponse{}
 		for _, name := range req.GetNames() {
 			lr := &vonv1.LeaseRenewal{Name: name}
+			if err := s.checkAccess(stream.Context(), name, caller.checkUse); errors.Is(err, ErrPermission) {
+				return grpcError(err)
+			}
 			r, err := s.M.Renew(stream.Context(), name, req.GetTtl().AsDuration())
+			if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBusy) && !errors.Is(err, ErrInvalid) {
+				// Not leading, or the store failed: nothing is wrong with the
+				// reservation, so end the stream and let the client try again
+				// (perhaps on another manager).
+				return grpcError(err)
+			}
 			if err != nil {
 				lr.Error = err.Error()
-				if cur, _, gerr := s.M.store.Get(stream.Context(), name); gerr == nil {
+				if cur, gerr := s.M.Get(stream.Context(), name); gerr == nil {
 					lr.State = cur.GetState()
 				}
 			} else {
@@ -194,8 +207,25 @@ func (s *Server) KeepAlive(stream vonv1.ReservationService_KeepAliveServer) erro
 	}
 }
 
+// checkAccess applies check (caller.checkUse or caller.checkManage) to the
+// named reservation; one that does not exist is left to the operation to report.
+func (s *server) checkAccess(ctx context.Context, name string, check func(caller, *vonv1.Reservation) error) error {
+	c := callerOf(ctx)
+	if !c.secure {
+		return nil
+	}
+	r, err := s.M.Get(ctx, name)
+	if err != nil {
+		return nil
+	}
+	return check(c, r)
+}
+
 // Release removes a reservation everywhere.
-func (s *Server) Release(ctx context.Context, req *vonv1.ReleaseRequest) (*vonv1.ReleaseResponse, error) {
+func (s *server) Release(ctx context.Context, req *vonv1.ReleaseRequest) (*vonv1.ReleaseResponse, error) {
+	if err := s.checkAccess(ctx, req.GetName(), caller.checkManage); err != nil {
+		return nil, grpcError(err)
+	}
 	r, err := s.M.Release(ctx, req.GetName())
 	if err != nil {
 		return nil, grpcError(err)
@@ -204,93 +234,28 @@ func (s *Server) Release(ctx context.Context, req *vonv1.ReleaseRequest) (*vonv1
 }
 
 // ListAgents returns every registered agent with its liveness.
-func (s *Server) ListAgents(ctx context.Context, _ *vonv1.ListAgentsRequest) (*vonv1.ListAgentsResponse, error) {
-	agents, err := s.M.store.Agents(ctx)
+func (s *server) ListAgents(ctx context.Context, _ *vonv1.ListAgentsRequest) (*vonv1.ListAgentsResponse, error) {
+	agents, err := s.M.Agents(ctx)
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	out := &vonv1.ListAgentsResponse{}
-	for _, a := range agents {
-		a.Live = s.M.live(a)
-		out.Agents = append(out.Agents, a)
-	}
-	sort.Slice(out.Agents, func(i, j int) bool { return out.Agents[i].GetNode() < out.Agents[j].GetNode() })
-	return out, nil
+	return &vonv1.ListAgentsResponse{Agents: agents}, nil
 }
 
-// ComputePaths answers `vonctl paths` against the live topology and reservations.
-func (s *Server) ComputePaths(ctx context.Context, req *vonv1.ComputePathsRequest) (*vonv1.ComputePathsResponse, error) {
-	ts, err := s.M.store.Topology(ctx)
-	if err != nil {
-		return nil, grpcError(err)
-	}
-	from, err1 := ts.Graph.NodeIndex(req.GetFrom())
-	to, err2 := ts.Graph.NodeIndex(req.GetTo())
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, grpcError(fmt.Errorf("%w: %w", ErrInvalid, err))
-	}
-	opt := disjoint.Options{Rate: req.GetRateBps()}
-	if req.GetNodeDisjoint() {
-		opt.Mode = disjoint.NodeDisjoint
-	}
-	if opt.Rate > 0 {
-		reserved, err := s.M.store.Ledger.Reserved(ctx)
-		if err != nil {
-			return nil, grpcError(err)
-		}
-		opt.Reserved = func(link int, fromA bool) uint64 {
-			d := AtoB
-			if !fromA {
-				d = BtoA
-			}
-			return reserved[Charge{Link: ts.Topo.Links[link].Name, Dir: d}]
-		}
-	}
-	res, err := ts.Graph.Disjoint(from, to, opt)
-	if err != nil {
-		return nil, grpcError(fmt.Errorf("%w: %w", ErrUnplaceable, err))
-	}
-	out := &vonv1.ComputePathsResponse{TotalCost: uint64(res.TotalCost)}
-	for i, p := range res.Paths {
-		vp := &vonv1.Path{Index: uint32(i), Cost: uint64(p.Cost)}
-		for _, n := range p.Nodes {
-			vp.Nodes = append(vp.Nodes, ts.Graph.NodeName(n))
-		}
-		for _, l := range p.Links {
-			vp.Links = append(vp.Links, ts.Graph.LinkName(l))
-		}
-		out.Paths = append(out.Paths, vp)
-	}
-	return out, nil
+// ComputePaths answers `vonctl paths` against the live topology and reservations, with
+// the planner Reserve uses (onpath): what it answers is what a redundant ON between the
+// two nodes would get.
+func (s *server) ComputePaths(ctx context.Context, req *vonv1.ComputePathsRequest) (*vonv1.ComputePathsResponse, error) {
+	out, err := s.M.ComputePaths(ctx, req.GetFrom(), req.GetTo(), req.GetRateBps(), req.GetNodeDisjoint())
+	return out, grpcError(err)
 }
 
 // Register records an agent (and refreshes its liveness) and returns its node's
 // desired state.
-func (s *Server) Register(ctx context.Context, req *vonv1.AgentRegistryServiceRegisterRequest) (*vonv1.AgentRegistryServiceRegisterResponse, error) {
-	ts, err := s.M.store.Topology(ctx)
-	if err != nil {
-		return nil, grpcError(err)
+func (s *server) Register(ctx context.Context, req *vonv1.AgentRegistryServiceRegisterRequest) (*vonv1.AgentRegistryServiceRegisterResponse, error) {
+	if c := callerOf(ctx); c.secure && c.id.Name != req.GetNode() {
+		return nil, grpcError(fmt.Errorf("%w: %s may register only router %s, not %q", ErrPermission, c.id, c.id.Name, req.GetNode()))
 	}
-	n, ok := ts.Topo.Node(req.GetNode())
-	if !ok || n.Kind != topology.KindRouter {
-		return nil, grpcError(fmt.Errorf("%w: node %q is not a router of the applied topology", ErrInvalid, req.GetNode()))
-	}
-	if req.GetEndpoint() == "" {
-		return nil, grpcError(fmt.Errorf("%w: agent %s gave no endpoint", ErrInvalid, req.GetNode()))
-	}
-	a := &vonv1.Agent{Node: req.GetNode(), Endpoint: req.GetEndpoint(), Interfaces: req.GetInterfaces(),
-		Version: req.GetVersion(), LastSeenTime: timestamppb.New(time.Now())}
-	if err := s.M.store.PutAgent(ctx, a); err != nil {
-		return nil, grpcError(err)
-	}
-	// Only the leader answers with a desired state: an agent converges to the answer,
-	// and an empty one from a manager that does not lead would wipe its partitions.
-	out := &vonv1.AgentRegistryServiceRegisterResponse{LeaderEpoch: s.M.Epoch()}
-	if out.LeaderEpoch == 0 {
-		return nil, grpcError(fmt.Errorf("%w: registration recorded; this manager does not lead yet, so it has no desired state to give — retry", ErrNotLeader))
-	}
-	if out.Partitions, err = s.M.desired(ctx, req.GetNode()); err != nil {
-		return nil, grpcError(err)
-	}
-	return out, nil
+	out, err := s.M.Register(ctx, req)
+	return out, grpcError(err)
 }

@@ -76,22 +76,38 @@ type TopologyState struct {
 	Revision int64 // mod revision of the topology key
 }
 
+// lastTopology is the topology Topology parsed last (nil if none), without
+// checking that it is still the stored one.
+func (s *Store) lastTopology() *TopologyState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.topo
+}
+
 // Topology returns the applied topology, or ErrNoTopology.
 func (s *Store) Topology(ctx context.Context) (*TopologyState, error) {
-	resp, err := s.cli.Get(ctx, s.topologyKey())
+	// The file can be megabytes: ask for its revision first, and for the file
+	// only when it is not the one parsed last.
+	resp, err := s.cli.Get(ctx, s.topologyKey(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, fmt.Errorf("read topology: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNoTopology
 	}
-	kv := resp.Kvs[0]
 	s.mu.Lock()
 	cached := s.topo
 	s.mu.Unlock()
-	if cached != nil && cached.Revision == kv.ModRevision {
+	if cached != nil && cached.Revision == resp.Kvs[0].ModRevision {
 		return cached, nil
 	}
+	if resp, err = s.cli.Get(ctx, s.topologyKey()); err != nil {
+		return nil, fmt.Errorf("read topology: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, ErrNoTopology
+	}
+	kv := resp.Kvs[0]
 	st, err := newTopologyState(string(kv.Value))
 	if err != nil {
 		return nil, fmt.Errorf("stored topology: %w", err)
@@ -230,6 +246,30 @@ func (s *Store) List(ctx context.Context) ([]*vonv1.Reservation, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
+// ListAfter returns up to limit reservations whose names sort after after (all
+// from the first when after is empty), in name order, and whether more follow.
+// It reads only those records: a page costs the same however many ONs exist.
+func (s *Store) ListAfter(ctx context.Context, after string, limit int64) ([]*vonv1.Reservation, bool, error) {
+	from := s.onPrefix()
+	if after != "" {
+		from = s.onKey(after) + "\x00"
+	}
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.onPrefix())), clientv3.WithLimit(limit))
+	if err != nil {
+		return nil, false, fmt.Errorf("list reservations: %w", err)
+	}
+	out := make([]*vonv1.Reservation, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		r := &vonv1.Reservation{}
+		if err := proto.Unmarshal(kv.Value, r); err != nil {
+			return nil, false, fmt.Errorf("corrupt reservation %s: %w", kv.Key, err)
+		}
+		r.Revision = uint64(kv.ModRevision)
+		out = append(out, r)
+	}
+	return out, resp.More, nil
+}
+
 func (s *Store) putOn(r *vonv1.Reservation) (clientv3.Op, error) {
 	b, err := proto.Marshal(r)
 	if err != nil {
@@ -264,6 +304,8 @@ type txnRecord struct {
 	OnID         uint32   `json:"on_id"`
 	Decision     string   `json:"decision,omitempty"` // "", "commit", "abort"
 	Participants []string `json:"participants"`
+	// Released lists, for a "reroute", the routers the ON leaves (Release once committed).
+	Released []string `json:"released,omitempty"`
 }
 
 func (s *Store) putTxn(t txnRecord) clientv3.Op {

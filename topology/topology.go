@@ -106,6 +106,7 @@ type Topology struct {
 
 	nodeIndex map[string]int
 	linkIndex map[string]int
+	nodeLinks map[string][]int // node → its links, in file order
 }
 
 // NodeIndex returns the position of the named node in Nodes.
@@ -123,6 +124,12 @@ func (t *Topology) Node(name string) (Node, bool) {
 	return t.Nodes[i], true
 }
 
+// IsRouter says whether name is a router of the topology.
+func (t *Topology) IsRouter(name string) bool {
+	n, ok := t.Node(name)
+	return ok && n.Kind == KindRouter
+}
+
 // LinkIndex returns the position of the named link in Links.
 func (t *Topology) LinkIndex(name string) (int, bool) {
 	i, ok := t.linkIndex[name]
@@ -138,8 +145,12 @@ func (t *Topology) Link(name string) (Link, bool) {
 	return t.Links[i], true
 }
 
-// LinksOf returns the indices of the links attached to node, in file order.
+// LinksOf returns the indices of the links attached to node, in file order
+// (shared: do not change the slice).
 func (t *Topology) LinksOf(node string) []int {
+	if t.nodeLinks != nil {
+		return t.nodeLinks[node]
+	}
 	var out []int
 	for i, l := range t.Links {
 		if l.A.Node == node || l.B.Node == node {
@@ -267,6 +278,13 @@ func (t *Topology) index(ve *ValidationError) {
 	}
 	if len(t.Nodes) == 0 && len(ve.Problems) == 0 {
 		ve.add(0, "no nodes: a topology needs a `nodes:` list")
+	}
+	t.nodeLinks = make(map[string][]int, len(t.Nodes))
+	for i, l := range t.Links {
+		t.nodeLinks[l.A.Node] = append(t.nodeLinks[l.A.Node], i)
+		if l.B.Node != l.A.Node {
+			t.nodeLinks[l.B.Node] = append(t.nodeLinks[l.B.Node], i)
+		}
 	}
 }
 

@@ -22,6 +22,11 @@ const (
 	// DefaultPort is the UDP destination port of ON packets.
 	DefaultPort = 4750
 
+	// FlagControl (flags bit 0) marks a VON group's own traffic — gossip, probes,
+	// rekeys — carried inside the ON on the member's ON socket; its payload is
+	// gossipnet framing, not application data sealed under the epoch key.
+	FlagControl = 0x1
+
 	// Byte offsets of the fields inside the UDP payload.
 	OffsetONID      = 0
 	OffsetVersion   = 4

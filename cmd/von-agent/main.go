@@ -19,6 +19,7 @@ import (
 
 	"github.com/vonproject/von/agent"
 	"github.com/vonproject/von/internal/logging"
+	"github.com/vonproject/von/pki"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,6 +39,7 @@ type options struct {
 	dscp, port                                                int
 	interfaces                                                []string
 	defaultLease, defaultHold, registerInterval               time.Duration
+	security                                                  pki.Flags
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -84,6 +86,7 @@ SIGINT/SIGTERM stop the agent gracefully; installed partitions stay in place
 	f.DurationVar(&o.defaultLease, "default-lease", agent.DefaultLeaseTTL, "partition lease when the manager gives none")
 	f.DurationVar(&o.defaultHold, "default-hold", agent.DefaultHoldTTL, "prepared-hold lifetime when the manager gives none")
 	f.DurationVar(&o.registerInterval, "register-interval", agent.DefaultRegisterInterval, "period of the Register heartbeat to the manager")
+	o.security.Register(f)
 	cmd.SetArgs(args)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -128,7 +131,12 @@ func serve(ctx context.Context, o options, logw io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	tls, err := o.security.Load(log, pki.KindAgent)
+	if err != nil {
+		return usageError{err}
+	}
 	a, err := agent.New(ctx, agent.Config{
+		TLS: tls, Insecure: tls == nil,
 		Node: o.node, Netns: o.netns, StateDir: o.stateDir, ManagerAddr: o.manager,
 		ListenAddr: o.listen, Endpoint: o.endpoint, MetricsAddr: o.metrics, Logger: log, Version: version,
 		DSCP: uint8(o.dscp), Port: uint16(o.port), ForceRootQdisc: o.forceRootQdisc, PolicingDrop: o.policingDrop,

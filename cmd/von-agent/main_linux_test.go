@@ -60,7 +60,7 @@ func TestServesAndStopsGracefully(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--node", "r9", "--manager", freeAddr(t), "--listen", listen, "--metrics", metrics,
-			"--netns", ns, "--state-dir", t.TempDir(), "--log-format", "json", "--register-interval", "100ms"}, io.Discard, &logs)
+			"--netns", ns, "--state-dir", t.TempDir(), "--log-format", "json", "--register-interval", "100ms", "--insecure"}, io.Discard, &logs)
 	}()
 	conn, err := grpc.NewClient(listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

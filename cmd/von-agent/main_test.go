@@ -37,7 +37,10 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 func TestBadInvocationsExitNonZeroWithReason(t *testing.T) {
 	t.Setenv("VON_MANAGER", "")
 	dir := t.TempDir()
-	base := []string{"--node", "r1", "--manager", "127.0.0.1:1", "--state-dir", dir}
+	for _, k := range []string{"VON_CA", "VON_CERT", "VON_KEY"} {
+		t.Setenv(k, "")
+	}
+	base := []string{"--node", "r1", "--manager", "127.0.0.1:1", "--state-dir", dir, "--insecure"}
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -52,7 +55,10 @@ func TestBadInvocationsExitNonZeroWithReason(t *testing.T) {
 		{append(base, "--log-format", "xml"), 2, "--log-format"},
 		{append(base, "--log-level", "loud"), 2, "--log-level"},
 		{append(base, "--netns", "von-no-such-ns"), 1, `open network namespace "von-no-such-ns"`},
-		{[]string{"--node", "r1", "--manager", "x:1", "--state-dir", "/proc/von-agent"}, 1, "state dir /proc/von-agent"},
+		{[]string{"--node", "r1", "--manager", "x:1", "--state-dir", "/proc/von-agent", "--insecure"}, 1, "state dir /proc/von-agent"},
+		{[]string{"--node", "r1", "--manager", "x:1", "--state-dir", dir}, 2, "von-manager pki issue --dir DIR --kind agent"},
+		{append(base, "--ca", "ca.crt"), 2, "choose one"},
+		{[]string{"--node", "r1", "--manager", "x:1", "--state-dir", dir, "--ca", "/nonexistent/ca.crt", "--cert", "c", "--key", "k"}, 2, "CA certificate"},
 	} {
 		code, out := runArgs(t, tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.says) {

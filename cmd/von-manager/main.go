@@ -15,7 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vonproject/von/internal/logging"
-	"github.com/vonproject/von/reservation"
+	"github.com/vonproject/von/managerd"
+	"github.com/vonproject/von/pki"
 )
 
 func main() {
@@ -27,9 +28,10 @@ func main() {
 
 func command() *cobra.Command {
 	var (
-		cfg                 reservation.DaemonConfig
+		cfg                 managerd.Config
 		endpoints           string
 		logFormat, logLevel string
+		security            pki.Flags
 	)
 	cmd := &cobra.Command{
 		Use:   "von-manager --listen ADDR --data-dir DIR",
@@ -60,9 +62,13 @@ cluster instead (several managers may share one; the leader does the work).`,
 				return fmt.Errorf("give --data-dir (embedded etcd) or --etcd-endpoints")
 			}
 			cfg.Manager.Logger = log
+			if cfg.TLS, err = security.Load(log, pki.KindManager); err != nil {
+				return err
+			}
+			cfg.Insecure = cfg.TLS == nil
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return reservation.RunDaemon(ctx, cfg)
+			return managerd.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -70,19 +76,26 @@ cluster instead (several managers may share one; the leader does the work).`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd's data (kept across restarts)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints (instead of the embedded etcd)")
 	f.StringVar(&cfg.MetricsAddr, "metrics", "", "address to serve Prometheus /metrics on (empty: off)")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the --metrics address (it shows internals: keep that address private)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&cfg.Manager.Advertise, "advertise", "",
+		"address other managers reach this one at; they probe a leader there to take over at once when it crashes (default: the listen address, or hostname:port)")
 	f.StringVar(&cfg.Manager.ID, "id", "", "name of this manager in the leader election; keep it stable across restarts (default: hostname/listen address)")
 	f.DurationVar(&cfg.Manager.DefaultTTL, "default-ttl", time.Hour, "lease of a reservation whose request gives no --ttl")
 	f.DurationVar(&cfg.Manager.MaxTTL, "max-ttl", 720*time.Hour, "longest lease a reservation may ask for")
 	f.DurationVar(&cfg.Manager.PartitionLease, "partition-lease", 30*time.Second,
 		"lease agents hold partitions under; refreshed every third of it, so agents ride out shorter manager outages")
+	f.DurationVar(&cfg.Manager.SessionTTL, "election-ttl", 0,
+		"leader election session: a crashed leader's standby takes over within it (default: partition-lease/3, at most 10s)")
 	f.DurationVar(&cfg.Manager.HoldTTL, "hold-ttl", 30*time.Second, "how long agents hold a prepared partition waiting for the decision")
 	f.DurationVar(&cfg.Manager.AgentLiveness, "agent-liveness", 15*time.Second, "an agent that has not registered for this long is down")
-	f.DurationVar(&cfg.Manager.ReconcileInterval, "reconcile", 30*time.Second, "how often every live agent gets its full desired state")
+	f.DurationVar(&cfg.Manager.ReconcileInterval, "reconcile", 30*time.Second, "how often the leader re-drives unfinished rounds and pushes the full desired state to agents whose heartbeats show they are behind (to every live agent each 10th time)")
 	f.DurationVar(&cfg.Manager.Quarantine, "id-quarantine", 10*time.Minute, "how long a released ON id stays unused")
 	f.DurationVar(&cfg.Manager.Retention, "retention", time.Hour, "how long released, expired and failed reservations stay listed")
+	security.Register(f)
 	f.Uint32Var(&cfg.Manager.DSCP, "dscp", 44, "DSCP of ON packets")
 	f.Uint32Var(&cfg.Manager.Port, "port", 4750, "UDP destination port of ON packets")
+	cmd.AddCommand(pkiCommand())
 	return cmd
 }

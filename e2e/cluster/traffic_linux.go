@@ -89,3 +89,18 @@ func SeqKey(payload []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(payload[8:16])
 }
+
+// FloodPort is where Flood sends (nobody listens unless a test does).
+const FloodPort = 9100
+
+// Flood sends best-effort UDP from one node to another's FloodPort at rate bit/s for
+// d (1000-byte datagrams) in the background — a stranger filling every unreserved
+// byte. wait returns when it is done or ctx ended.
+func Flood(ctx context.Context, tb *testbed.Testbed, from, to string, rate uint64, d time.Duration) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = tb.Send(ctx, from, testbed.Flow{Dst: netip.AddrPortFrom(tb.Addr(to), FloodPort), Rate: rate, Size: 1000, Duration: d})
+	}()
+	return func() { <-done }
+}

@@ -4,7 +4,9 @@
 // ring of six routers in network namespaces, starts von-manager and a von-agent per
 // router, sends ON traffic through a core link that a best-effort flood saturates —
 // first without a reservation, then with one made by vonctl — prints what arrived,
-// releases the reservation and shows the routers clean. Everything is removed at the end.
+// then streams through the SDK with vonperf over the redundant ON while a link of path
+// 0 is cut (nothing lost) and over a one-path ON (losses), releases the reservations
+// and shows the routers clean. Everything is removed at the end.
 package main
 
 import (
@@ -54,7 +56,7 @@ func run(ctx context.Context, topoFile string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	step("building von-manager, von-agent and vonctl")
+	step("building von-manager, von-agent, vonctl and vonperf")
 	bin := filepath.Join(dir, "bin")
 	if err := cluster.Build(ctx, bin); err != nil {
 		return err
@@ -126,8 +128,35 @@ func run(ctx context.Context, topoFile string) error {
 	fmt.Printf("%-44s %9.2f Mbit %9.2f Mbit\n", "h1→h2 ON traffic received", before.onRate/1e6, after.onRate/1e6)
 	fmt.Printf("%-44s %9.2f Mbit %9.2f Mbit\n", "h3→h2 best-effort flood received", before.beRate/1e6, after.beRate/1e6)
 
+	step("the VON: vonperf joins h1 and h2 through the SDK and streams h1→h2 at 0.9·R on both paths\n    under the flood; path 0's core link r2-r3 is cut for 3 s mid-stream")
+	twin, _, err := c.StreamWithCut(ctx, "demo", "r2-r3", 30*time.Second)
+	if err != nil {
+		return err
+	}
 	step("releasing the reservation")
 	if err := show("release", "demo"); err != nil {
+		return err
+	}
+	step("the same stream and cut on a non-redundant ON (one path)")
+	if err := show("reserve", "single", "--members", "h1,h2", "--rate", "8Mbit", "--ttl", "10m"); err != nil {
+		return err
+	}
+	single, _, err := c.StreamWithCut(ctx, "single", "r2-r3", 15*time.Second)
+	if err != nil {
+		return err
+	}
+	if single.Sent == 0 {
+		fmt.Printf("the receiver saw nothing; vonperf logs:\nh1:\n%s\nh2:\n%s\n", c.PerfLog("h1"), c.PerfLog("h2"))
+	}
+	fmt.Printf("\n%-36s %16s %16s\n", "vonperf h1→h2, r2-r3 cut for 3 s", "redundant ON", "one-path ON")
+	row := func(name string, a, b any) { fmt.Printf("%-36s %16v %16v\n", name, a, b) }
+	row("messages sent", twin.Sent, single.Sent)
+	row("delivered", twin.Delivered, single.Delivered)
+	row("lost", twin.Lost, single.Lost)
+	row("copies on path 0 / 1", fmt.Sprintf("%d / %d", twin.PerPath["0"], twin.PerPath["1"]), fmt.Sprintf("%d / %d", single.PerPath["0"], single.PerPath["1"]))
+	row("duplicate copies eliminated", twin.Duplicates, single.Duplicates)
+	row("latency p50 / p99 (ms)", fmt.Sprintf("%.2f / %.2f", twin.P50, twin.P99), fmt.Sprintf("%.2f / %.2f", single.P50, single.P99))
+	if err := show("release", "single"); err != nil {
 		return err
 	}
 	clean := true
@@ -155,7 +184,11 @@ func run(ctx context.Context, topoFile string) error {
 	if after.onLoss > 0.01 {
 		return fmt.Errorf("the reserved ON lost %.2f%%", after.onLoss*100)
 	}
-	fmt.Println("\nall routers clean.")
+	if twin.Lost != 0 || twin.Sent == 0 {
+		return fmt.Errorf("the redundant VON lost %d of %d messages across the cut", twin.Lost, twin.Sent)
+	}
+	fmt.Printf("\nthe redundant VON lost nothing across the cut (%d of %d delivered); the one-path ON lost %d.\n", twin.Delivered, twin.Sent, single.Lost)
+	fmt.Println("all routers clean.")
 	return nil
 }
 

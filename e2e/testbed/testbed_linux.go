@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/vonproject/von/internal/nsexec"
 	"github.com/vonproject/von/topology"
 )
 
@@ -232,34 +232,10 @@ func (tb *Testbed) Do(node string, fn func() error) error {
 
 // InNamespace runs fn on an OS thread switched into the named namespace.
 func InNamespace(name string, fn func() error) error {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("testbed: open namespace %s: %w", name, err)
+	if err := nsexec.Do(name, fn); err != nil {
+		return fmt.Errorf("testbed: %w", err)
 	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	// A fresh goroutine whose thread is thrown away if it cannot be switched back.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("testbed: current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("testbed: enter namespace %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("testbed: leave namespace %s: %w", name, err))
-			return // thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nil
 }
 
 // Command prepares argv to run inside node's namespace. The testbed kills it on Close

@@ -90,7 +90,11 @@ type AgentServicePrepareRequest struct {
 	Partition *PartitionSpec `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
 	// How long the agent holds the prepared state waiting for a decision before it
 	// drops it by itself (presumed abort), on its own monotonic clock.
-	HoldTtl       *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_ttl,json=holdTtl,proto3" json:"hold_ttl,omitempty"`
+	HoldTtl *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_ttl,json=holdTtl,proto3" json:"hold_ttl,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +155,13 @@ func (x *AgentServicePrepareRequest) GetHoldTtl() *durationpb.Duration {
 		return x.HoldTtl
 	}
 	return nil
+}
+
+func (x *AgentServicePrepareRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // AgentServicePrepareResponse is the participant's vote.
@@ -217,7 +228,15 @@ type AgentServiceCommitRequest struct {
 	// Fencing epoch of the calling manager leader.
 	LeaderEpoch uint64 `protobuf:"varint,2,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	// The ON id the transaction prepared (a consistency check).
-	OnId          uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	OnId uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The etcd revision this commit decision was recorded at: an agent refuses a Sync read at a revision
+	// below one it has applied (a Sync delivered late, after the manager gave up on
+	// it, must not undo a later Commit or Release). 0: unversioned (no check).
+	StateRevision uint64 `protobuf:"varint,5,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +288,20 @@ func (x *AgentServiceCommitRequest) GetLeaderEpoch() uint64 {
 func (x *AgentServiceCommitRequest) GetOnId() uint32 {
 	if x != nil {
 		return x.OnId
+	}
+	return 0
+}
+
+func (x *AgentServiceCommitRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *AgentServiceCommitRequest) GetStateRevision() uint64 {
+	if x != nil {
+		return x.StateRevision
 	}
 	return 0
 }
@@ -336,7 +369,11 @@ type AgentServiceAbortRequest struct {
 	// Fencing epoch of the calling manager leader.
 	LeaderEpoch uint64 `protobuf:"varint,2,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	// The ON id the transaction prepared (a consistency check).
-	OnId          uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	OnId uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -390,6 +427,13 @@ func (x *AgentServiceAbortRequest) GetOnId() uint32 {
 		return x.OnId
 	}
 	return 0
+}
+
+func (x *AgentServiceAbortRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // AgentServiceAbortResponse acknowledges an abort.
@@ -447,7 +491,11 @@ type AgentServiceRefreshRequest struct {
 	// ON ids whose committed partitions to renew.
 	OnIds []uint32 `protobuf:"varint,2,rep,packed,name=on_ids,json=onIds,proto3" json:"on_ids,omitempty"`
 	// New lease length from receipt, on the agent's monotonic clock.
-	LeaseTtl      *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	LeaseTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -501,6 +549,13 @@ func (x *AgentServiceRefreshRequest) GetLeaseTtl() *durationpb.Duration {
 		return x.LeaseTtl
 	}
 	return nil
+}
+
+func (x *AgentServiceRefreshRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // AgentServiceRefreshResponse reports what could not be renewed.
@@ -558,7 +613,15 @@ type AgentServiceReleaseRequest struct {
 	// Fencing epoch of the calling manager leader.
 	LeaderEpoch uint64 `protobuf:"varint,2,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	// The ON whose partition to remove.
-	OnId          uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	OnId uint32 `protobuf:"varint,3,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The etcd revision this release was recorded at: an agent refuses a Sync read at a revision
+	// below one it has applied (a Sync delivered late, after the manager gave up on
+	// it, must not undo a later Commit or Release). 0: unversioned (no check).
+	StateRevision uint64 `protobuf:"varint,5,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +673,20 @@ func (x *AgentServiceReleaseRequest) GetLeaderEpoch() uint64 {
 func (x *AgentServiceReleaseRequest) GetOnId() uint32 {
 	if x != nil {
 		return x.OnId
+	}
+	return 0
+}
+
+func (x *AgentServiceReleaseRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *AgentServiceReleaseRequest) GetStateRevision() uint64 {
+	if x != nil {
+		return x.StateRevision
 	}
 	return 0
 }
@@ -718,10 +795,12 @@ type AgentServiceStatusResponse struct {
 	Partitions []*PartitionStatus `protobuf:"bytes,3,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	// Counters of the best-effort class on each managed interface.
 	BestEffort []*InterfaceCounters `protobuf:"bytes,4,rep,name=best_effort,json=bestEffort,proto3" json:"best_effort,omitempty"`
-	// Highest leader epoch the agent has accepted.
+	// Highest leader epoch the agent has accepted (within cluster_id).
 	LeaderEpoch uint64 `protobuf:"varint,5,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	// When the state was sampled (agent wall clock).
-	SampleTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
+	SampleTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
+	// The manager cluster the agent follows (empty until it registered with one).
+	ClusterId     string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -798,13 +877,28 @@ func (x *AgentServiceStatusResponse) GetSampleTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *AgentServiceStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // AgentServiceSyncRequest is the complete desired state of the router.
 type AgentServiceSyncRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Fencing epoch of the calling manager leader.
 	LeaderEpoch uint64 `protobuf:"varint,1,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	// Every committed partition of this router, each with its remaining lease.
-	Partitions    []*PartitionSpec `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Partitions []*PartitionSpec `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// The manager cluster the caller leads: epochs are compared within one cluster
+	// only (each etcd cluster counts its own). An agent follows one cluster, learned
+	// from registration, and refuses calls from any other (FAILED_PRECONDITION).
+	ClusterId string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The etcd revision this desired state was read at: an agent refuses a Sync read at a revision
+	// below one it has applied (a Sync delivered late, after the manager gave up on
+	// it, must not undo a later Commit or Release). 0: unversioned (no check).
+	StateRevision uint64 `protobuf:"varint,4,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +947,20 @@ func (x *AgentServiceSyncRequest) GetPartitions() []*PartitionSpec {
 	return nil
 }
 
+func (x *AgentServiceSyncRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *AgentServiceSyncRequest) GetStateRevision() uint64 {
+	if x != nil {
+		return x.StateRevision
+	}
+	return 0
+}
+
 // AgentServiceSyncResponse says what converging changed.
 type AgentServiceSyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -861,7 +969,11 @@ type AgentServiceSyncResponse struct {
 	// ONs that differed from their spec (drift or new spec) and were repaired.
 	UpdatedOnIds []uint32 `protobuf:"varint,2,rep,packed,name=updated_on_ids,json=updatedOnIds,proto3" json:"updated_on_ids,omitempty"`
 	// Committed ONs not in the desired state, removed as orphans.
-	RemovedOnIds  []uint32 `protobuf:"varint,3,rep,packed,name=removed_on_ids,json=removedOnIds,proto3" json:"removed_on_ids,omitempty"`
+	RemovedOnIds []uint32 `protobuf:"varint,3,rep,packed,name=removed_on_ids,json=removedOnIds,proto3" json:"removed_on_ids,omitempty"`
+	// Listed ONs the agent accepted but cannot enforce now (an interface missing,
+	// class ids or pin slots exhausted, the kernel refusing), with why. They stay
+	// committed and the agent retries; they are in none of the lists above.
+	Skipped       []*SkippedPartition `protobuf:"bytes,4,rep,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,46 +1029,120 @@ func (x *AgentServiceSyncResponse) GetRemovedOnIds() []uint32 {
 	return nil
 }
 
+func (x *AgentServiceSyncResponse) GetSkipped() []*SkippedPartition {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+// SkippedPartition is a committed partition the agent does not enforce now.
+type SkippedPartition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ON.
+	OnId uint32 `protobuf:"varint,1,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// Why it is not enforced.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkippedPartition) Reset() {
+	*x = SkippedPartition{}
+	mi := &file_von_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkippedPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkippedPartition) ProtoMessage() {}
+
+func (x *SkippedPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_von_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkippedPartition.ProtoReflect.Descriptor instead.
+func (*SkippedPartition) Descriptor() ([]byte, []int) {
+	return file_von_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SkippedPartition) GetOnId() uint32 {
+	if x != nil {
+		return x.OnId
+	}
+	return 0
+}
+
+func (x *SkippedPartition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_von_v1_agent_proto protoreflect.FileDescriptor
 
 const file_von_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12von/v1/agent.proto\x12\x06von.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xc1\x01\n" +
+	"\x12von/v1/agent.proto\x12\x06von.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xe0\x01\n" +
 	"\x1aAgentServicePrepareRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12!\n" +
 	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch\x123\n" +
 	"\tpartition\x18\x03 \x01(\v2\x15.von.v1.PartitionSpecR\tpartition\x124\n" +
-	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\"W\n" +
+	"\bhold_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdTtl\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\"W\n" +
 	"\x1bAgentServicePrepareResponse\x12 \n" +
 	"\x04vote\x18\x01 \x01(\x0e2\f.von.v1.VoteR\x04vote\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"j\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb0\x01\n" +
 	"\x19AgentServiceCommitRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12!\n" +
 	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch\x12\x13\n" +
-	"\x05on_id\x18\x03 \x01(\rR\x04onId\"\x91\x01\n" +
+	"\x05on_id\x18\x03 \x01(\rR\x04onId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12%\n" +
+	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision\"\x91\x01\n" +
 	"\x1aAgentServiceCommitResponse\x12+\n" +
 	"\x11already_committed\x18\x01 \x01(\bR\x10alreadyCommitted\x12F\n" +
-	"\x11lease_expire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"i\n" +
+	"\x11lease_expire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"\x88\x01\n" +
 	"\x18AgentServiceAbortRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12!\n" +
 	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch\x12\x13\n" +
-	"\x05on_id\x18\x03 \x01(\rR\x04onId\"5\n" +
+	"\x05on_id\x18\x03 \x01(\rR\x04onId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"5\n" +
 	"\x19AgentServiceAbortResponse\x12\x18\n" +
-	"\adropped\x18\x01 \x01(\bR\adropped\"\x8e\x01\n" +
+	"\adropped\x18\x01 \x01(\bR\adropped\"\xad\x01\n" +
 	"\x1aAgentServiceRefreshRequest\x12!\n" +
 	"\fleader_epoch\x18\x01 \x01(\x04R\vleaderEpoch\x12\x15\n" +
 	"\x06on_ids\x18\x02 \x03(\rR\x05onIds\x126\n" +
-	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\"C\n" +
+	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"C\n" +
 	"\x1bAgentServiceRefreshResponse\x12$\n" +
-	"\x0eunknown_on_ids\x18\x01 \x03(\rR\funknownOnIds\"k\n" +
+	"\x0eunknown_on_ids\x18\x01 \x03(\rR\funknownOnIds\"\xb1\x01\n" +
 	"\x1aAgentServiceReleaseRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12!\n" +
 	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch\x12\x13\n" +
-	"\x05on_id\x18\x03 \x01(\rR\x04onId\"7\n" +
+	"\x05on_id\x18\x03 \x01(\rR\x04onId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12%\n" +
+	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision\"7\n" +
 	"\x1bAgentServiceReleaseResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved\"2\n" +
 	"\x19AgentServiceStatusRequest\x12\x15\n" +
-	"\x06on_ids\x18\x01 \x03(\rR\x05onIds\"\xb8\x02\n" +
+	"\x06on_ids\x18\x01 \x03(\rR\x05onIds\"\xd7\x02\n" +
 	"\x1aAgentServiceStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x121\n" +
 	"\n" +
@@ -969,16 +1155,25 @@ const file_von_v1_agent_proto_rawDesc = "" +
 	"bestEffort\x12!\n" +
 	"\fleader_epoch\x18\x05 \x01(\x04R\vleaderEpoch\x12;\n" +
 	"\vsample_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"sampleTime\"s\n" +
+	"sampleTime\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\"\xb9\x01\n" +
 	"\x17AgentServiceSyncRequest\x12!\n" +
 	"\fleader_epoch\x18\x01 \x01(\x04R\vleaderEpoch\x125\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x15.von.v1.PartitionSpecR\n" +
-	"partitions\"\x90\x01\n" +
+	"partitions\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12%\n" +
+	"\x0estate_revision\x18\x04 \x01(\x04R\rstateRevision\"\xc4\x01\n" +
 	"\x18AgentServiceSyncResponse\x12(\n" +
 	"\x10installed_on_ids\x18\x01 \x03(\rR\x0einstalledOnIds\x12$\n" +
 	"\x0eupdated_on_ids\x18\x02 \x03(\rR\fupdatedOnIds\x12$\n" +
-	"\x0eremoved_on_ids\x18\x03 \x03(\rR\fremovedOnIds*A\n" +
+	"\x0eremoved_on_ids\x18\x03 \x03(\rR\fremovedOnIds\x122\n" +
+	"\askipped\x18\x04 \x03(\v2\x18.von.v1.SkippedPartitionR\askipped\"?\n" +
+	"\x10SkippedPartition\x12\x13\n" +
+	"\x05on_id\x18\x01 \x01(\rR\x04onId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*A\n" +
 	"\x04Vote\x12\x14\n" +
 	"\x10VOTE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVOTE_PREPARED\x10\x01\x12\x10\n" +
@@ -1005,7 +1200,7 @@ func file_von_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_von_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_von_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_von_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_von_v1_agent_proto_goTypes = []any{
 	(Vote)(0),                           // 0: von.v1.Vote
 	(*AgentServicePrepareRequest)(nil),  // 1: von.v1.AgentServicePrepareRequest
@@ -1022,43 +1217,45 @@ var file_von_v1_agent_proto_goTypes = []any{
 	(*AgentServiceStatusResponse)(nil),  // 12: von.v1.AgentServiceStatusResponse
 	(*AgentServiceSyncRequest)(nil),     // 13: von.v1.AgentServiceSyncRequest
 	(*AgentServiceSyncResponse)(nil),    // 14: von.v1.AgentServiceSyncResponse
-	(*PartitionSpec)(nil),               // 15: von.v1.PartitionSpec
-	(*durationpb.Duration)(nil),         // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
-	(*Interface)(nil),                   // 18: von.v1.Interface
-	(*PartitionStatus)(nil),             // 19: von.v1.PartitionStatus
-	(*InterfaceCounters)(nil),           // 20: von.v1.InterfaceCounters
+	(*SkippedPartition)(nil),            // 15: von.v1.SkippedPartition
+	(*PartitionSpec)(nil),               // 16: von.v1.PartitionSpec
+	(*durationpb.Duration)(nil),         // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(*Interface)(nil),                   // 19: von.v1.Interface
+	(*PartitionStatus)(nil),             // 20: von.v1.PartitionStatus
+	(*InterfaceCounters)(nil),           // 21: von.v1.InterfaceCounters
 }
 var file_von_v1_agent_proto_depIdxs = []int32{
-	15, // 0: von.v1.AgentServicePrepareRequest.partition:type_name -> von.v1.PartitionSpec
-	16, // 1: von.v1.AgentServicePrepareRequest.hold_ttl:type_name -> google.protobuf.Duration
+	16, // 0: von.v1.AgentServicePrepareRequest.partition:type_name -> von.v1.PartitionSpec
+	17, // 1: von.v1.AgentServicePrepareRequest.hold_ttl:type_name -> google.protobuf.Duration
 	0,  // 2: von.v1.AgentServicePrepareResponse.vote:type_name -> von.v1.Vote
-	17, // 3: von.v1.AgentServiceCommitResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	16, // 4: von.v1.AgentServiceRefreshRequest.lease_ttl:type_name -> google.protobuf.Duration
-	18, // 5: von.v1.AgentServiceStatusResponse.interfaces:type_name -> von.v1.Interface
-	19, // 6: von.v1.AgentServiceStatusResponse.partitions:type_name -> von.v1.PartitionStatus
-	20, // 7: von.v1.AgentServiceStatusResponse.best_effort:type_name -> von.v1.InterfaceCounters
-	17, // 8: von.v1.AgentServiceStatusResponse.sample_time:type_name -> google.protobuf.Timestamp
-	15, // 9: von.v1.AgentServiceSyncRequest.partitions:type_name -> von.v1.PartitionSpec
-	1,  // 10: von.v1.AgentService.Prepare:input_type -> von.v1.AgentServicePrepareRequest
-	3,  // 11: von.v1.AgentService.Commit:input_type -> von.v1.AgentServiceCommitRequest
-	5,  // 12: von.v1.AgentService.Abort:input_type -> von.v1.AgentServiceAbortRequest
-	7,  // 13: von.v1.AgentService.Refresh:input_type -> von.v1.AgentServiceRefreshRequest
-	9,  // 14: von.v1.AgentService.Release:input_type -> von.v1.AgentServiceReleaseRequest
-	11, // 15: von.v1.AgentService.Status:input_type -> von.v1.AgentServiceStatusRequest
-	13, // 16: von.v1.AgentService.Sync:input_type -> von.v1.AgentServiceSyncRequest
-	2,  // 17: von.v1.AgentService.Prepare:output_type -> von.v1.AgentServicePrepareResponse
-	4,  // 18: von.v1.AgentService.Commit:output_type -> von.v1.AgentServiceCommitResponse
-	6,  // 19: von.v1.AgentService.Abort:output_type -> von.v1.AgentServiceAbortResponse
-	8,  // 20: von.v1.AgentService.Refresh:output_type -> von.v1.AgentServiceRefreshResponse
-	10, // 21: von.v1.AgentService.Release:output_type -> von.v1.AgentServiceReleaseResponse
-	12, // 22: von.v1.AgentService.Status:output_type -> von.v1.AgentServiceStatusResponse
-	14, // 23: von.v1.AgentService.Sync:output_type -> von.v1.AgentServiceSyncResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 3: von.v1.AgentServiceCommitResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	17, // 4: von.v1.AgentServiceRefreshRequest.lease_ttl:type_name -> google.protobuf.Duration
+	19, // 5: von.v1.AgentServiceStatusResponse.interfaces:type_name -> von.v1.Interface
+	20, // 6: von.v1.AgentServiceStatusResponse.partitions:type_name -> von.v1.PartitionStatus
+	21, // 7: von.v1.AgentServiceStatusResponse.best_effort:type_name -> von.v1.InterfaceCounters
+	18, // 8: von.v1.AgentServiceStatusResponse.sample_time:type_name -> google.protobuf.Timestamp
+	16, // 9: von.v1.AgentServiceSyncRequest.partitions:type_name -> von.v1.PartitionSpec
+	15, // 10: von.v1.AgentServiceSyncResponse.skipped:type_name -> von.v1.SkippedPartition
+	1,  // 11: von.v1.AgentService.Prepare:input_type -> von.v1.AgentServicePrepareRequest
+	3,  // 12: von.v1.AgentService.Commit:input_type -> von.v1.AgentServiceCommitRequest
+	5,  // 13: von.v1.AgentService.Abort:input_type -> von.v1.AgentServiceAbortRequest
+	7,  // 14: von.v1.AgentService.Refresh:input_type -> von.v1.AgentServiceRefreshRequest
+	9,  // 15: von.v1.AgentService.Release:input_type -> von.v1.AgentServiceReleaseRequest
+	11, // 16: von.v1.AgentService.Status:input_type -> von.v1.AgentServiceStatusRequest
+	13, // 17: von.v1.AgentService.Sync:input_type -> von.v1.AgentServiceSyncRequest
+	2,  // 18: von.v1.AgentService.Prepare:output_type -> von.v1.AgentServicePrepareResponse
+	4,  // 19: von.v1.AgentService.Commit:output_type -> von.v1.AgentServiceCommitResponse
+	6,  // 20: von.v1.AgentService.Abort:output_type -> von.v1.AgentServiceAbortResponse
+	8,  // 21: von.v1.AgentService.Refresh:output_type -> von.v1.AgentServiceRefreshResponse
+	10, // 22: von.v1.AgentService.Release:output_type -> von.v1.AgentServiceReleaseResponse
+	12, // 23: von.v1.AgentService.Status:output_type -> von.v1.AgentServiceStatusResponse
+	14, // 24: von.v1.AgentService.Sync:output_type -> von.v1.AgentServiceSyncResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_von_v1_agent_proto_init() }
@@ -1074,7 +1271,7 @@ func file_von_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_von_v1_agent_proto_rawDesc), len(file_von_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

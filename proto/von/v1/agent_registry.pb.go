@@ -11,6 +11,7 @@ package vonv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -35,7 +36,15 @@ type AgentRegistryServiceRegisterRequest struct {
 	// manages them.
 	Interfaces []*Interface `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
 	// Version string of the agent binary.
-	Version       string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// A heartbeat: the agent keeps its state and will not converge to the
+	// answer, so the manager answers without partitions (it computes a router's
+	// desired state only when the agent asks for it).
+	Heartbeat bool `protobuf:"varint,5,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// The highest state_revision of a Commit, Release or Sync the agent has
+	// applied. When the router's desired state changed after it (a call the
+	// agent never got), the manager pushes the full state with a Sync.
+	StateRevision uint64 `protobuf:"varint,6,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +107,20 @@ func (x *AgentRegistryServiceRegisterRequest) GetVersion() string {
 	return ""
 }
 
+func (x *AgentRegistryServiceRegisterRequest) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
+func (x *AgentRegistryServiceRegisterRequest) GetStateRevision() uint64 {
+	if x != nil {
+		return x.StateRevision
+	}
+	return 0
+}
+
 // AgentRegistryServiceRegisterResponse is the node's desired state.
 type AgentRegistryServiceRegisterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -105,7 +128,18 @@ type AgentRegistryServiceRegisterResponse struct {
 	Partitions []*PartitionSpec `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	// Fencing epoch of the current leader; the agent accepts no AgentService call with
 	// a lower one from now on.
-	LeaderEpoch   uint64 `protobuf:"varint,2,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
+	LeaderEpoch uint64 `protobuf:"varint,2,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
+	// The manager cluster (one etcd cluster and its managers): a random id created
+	// with the cluster's state. An agent follows one cluster; it moves to another only
+	// when that one was created later (an etcd rebuilt from scratch), and then starts
+	// counting epochs afresh.
+	ClusterId string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// When the cluster was created.
+	ClusterCreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=cluster_create_time,json=clusterCreateTime,proto3" json:"cluster_create_time,omitempty"`
+	// The store revision the partitions were read at. An agent that has applied
+	// a later change (a Commit, Release or Sync with a higher state_revision)
+	// ignores the answer: it may predate that change.
+	StateRevision uint64 `protobuf:"varint,5,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,23 +188,50 @@ func (x *AgentRegistryServiceRegisterResponse) GetLeaderEpoch() uint64 {
 	return 0
 }
 
+func (x *AgentRegistryServiceRegisterResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *AgentRegistryServiceRegisterResponse) GetClusterCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClusterCreateTime
+	}
+	return nil
+}
+
+func (x *AgentRegistryServiceRegisterResponse) GetStateRevision() uint64 {
+	if x != nil {
+		return x.StateRevision
+	}
+	return 0
+}
+
 var File_von_v1_agent_registry_proto protoreflect.FileDescriptor
 
 const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xa2\x01\n" +
+	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xe7\x01\n" +
 	"#AgentRegistryServiceRegisterRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x121\n" +
 	"\n" +
 	"interfaces\x18\x03 \x03(\v2\x11.von.v1.InterfaceR\n" +
 	"interfaces\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\"\x80\x01\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1c\n" +
+	"\theartbeat\x18\x05 \x01(\bR\theartbeat\x12%\n" +
+	"\x0estate_revision\x18\x06 \x01(\x04R\rstateRevision\"\x92\x02\n" +
 	"$AgentRegistryServiceRegisterResponse\x125\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x15.von.v1.PartitionSpecR\n" +
 	"partitions\x12!\n" +
-	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch2}\n" +
+	"\fleader_epoch\x18\x02 \x01(\x04R\vleaderEpoch\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12J\n" +
+	"\x13cluster_create_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11clusterCreateTime\x12%\n" +
+	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision2}\n" +
 	"\x14AgentRegistryService\x12e\n" +
 	"\bRegister\x12+.von.v1.AgentRegistryServiceRegisterRequest\x1a,.von.v1.AgentRegistryServiceRegisterResponseB.Z,github.com/vonproject/von/proto/von/v1;vonv1b\x06proto3"
 
@@ -190,19 +251,21 @@ var file_von_v1_agent_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_von_v1_agent_registry_proto_goTypes = []any{
 	(*AgentRegistryServiceRegisterRequest)(nil),  // 0: von.v1.AgentRegistryServiceRegisterRequest
 	(*AgentRegistryServiceRegisterResponse)(nil), // 1: von.v1.AgentRegistryServiceRegisterResponse
-	(*Interface)(nil),     // 2: von.v1.Interface
-	(*PartitionSpec)(nil), // 3: von.v1.PartitionSpec
+	(*Interface)(nil),             // 2: von.v1.Interface
+	(*PartitionSpec)(nil),         // 3: von.v1.PartitionSpec
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_von_v1_agent_registry_proto_depIdxs = []int32{
 	2, // 0: von.v1.AgentRegistryServiceRegisterRequest.interfaces:type_name -> von.v1.Interface
 	3, // 1: von.v1.AgentRegistryServiceRegisterResponse.partitions:type_name -> von.v1.PartitionSpec
-	0, // 2: von.v1.AgentRegistryService.Register:input_type -> von.v1.AgentRegistryServiceRegisterRequest
-	1, // 3: von.v1.AgentRegistryService.Register:output_type -> von.v1.AgentRegistryServiceRegisterResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: von.v1.AgentRegistryServiceRegisterResponse.cluster_create_time:type_name -> google.protobuf.Timestamp
+	0, // 3: von.v1.AgentRegistryService.Register:input_type -> von.v1.AgentRegistryServiceRegisterRequest
+	1, // 4: von.v1.AgentRegistryService.Register:output_type -> von.v1.AgentRegistryServiceRegisterResponse
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_von_v1_agent_registry_proto_init() }

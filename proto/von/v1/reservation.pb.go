@@ -265,7 +265,22 @@ type Reservation struct {
 	// otherwise.
 	FailureReason string `protobuf:"bytes,14,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	// Store revision of this version of the reservation; grows with every change.
-	Revision      uint64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Routers of the ON's paths where it is committed but not enforced now (the
+	// router's Commit or Sync failed, or its agent cannot install the partition),
+	// with why. The manager keeps re-driving them; empty once enforced everywhere.
+	NotEnforced []*NotEnforced `protobuf:"bytes,16,rep,name=not_enforced,json=notEnforced,proto3" json:"not_enforced,omitempty"`
+	// Who reserved it: the name in the certificate of the user that did (empty on
+	// a manager running --insecure). Only the owner and admins see, renew and
+	// release it.
+	Owner string `protobuf:"bytes,17,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Why some member pair has lost a path (a link on it reported down by a router's
+	// agent, or a router on it without a live agent), e.g. "path 1 of h1→h2: link
+	// r2-r3 (r2:eth1 is down)"; empty while every path is intact. A redundant ON still
+	// carries its traffic on the other path meanwhile.
+	Degraded string `protobuf:"bytes,18,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	// Since when degraded is set.
+	DegradedSince *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=degraded_since,json=degradedSince,proto3" json:"degraded_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +420,98 @@ func (x *Reservation) GetRevision() uint64 {
 	return 0
 }
 
+func (x *Reservation) GetNotEnforced() []*NotEnforced {
+	if x != nil {
+		return x.NotEnforced
+	}
+	return nil
+}
+
+func (x *Reservation) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Reservation) GetDegraded() string {
+	if x != nil {
+		return x.Degraded
+	}
+	return ""
+}
+
+func (x *Reservation) GetDegradedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DegradedSince
+	}
+	return nil
+}
+
+// NotEnforced says why a committed ON is not installed on one router.
+type NotEnforced struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The router.
+	Router string `protobuf:"bytes,1,opt,name=router,proto3" json:"router,omitempty"`
+	// Why, as the router's agent (or the manager trying to reach it) said it.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the manager last tried.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotEnforced) Reset() {
+	*x = NotEnforced{}
+	mi := &file_von_v1_reservation_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotEnforced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotEnforced) ProtoMessage() {}
+
+func (x *NotEnforced) ProtoReflect() protoreflect.Message {
+	mi := &file_von_v1_reservation_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotEnforced.ProtoReflect.Descriptor instead.
+func (*NotEnforced) Descriptor() ([]byte, []int) {
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NotEnforced) GetRouter() string {
+	if x != nil {
+		return x.Router
+	}
+	return ""
+}
+
+func (x *NotEnforced) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *NotEnforced) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // ApplyTopologyRequest carries the new topology.
 type ApplyTopologyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -421,7 +528,7 @@ type ApplyTopologyRequest struct {
 
 func (x *ApplyTopologyRequest) Reset() {
 	*x = ApplyTopologyRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[2]
+	mi := &file_von_v1_reservation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +540,7 @@ func (x *ApplyTopologyRequest) String() string {
 func (*ApplyTopologyRequest) ProtoMessage() {}
 
 func (x *ApplyTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[2]
+	mi := &file_von_v1_reservation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +553,7 @@ func (x *ApplyTopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyTopologyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{2}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ApplyTopologyRequest) GetSource() isApplyTopologyRequest_Source {
@@ -508,7 +615,7 @@ type ApplyTopologyResponse struct {
 
 func (x *ApplyTopologyResponse) Reset() {
 	*x = ApplyTopologyResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[3]
+	mi := &file_von_v1_reservation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +627,7 @@ func (x *ApplyTopologyResponse) String() string {
 func (*ApplyTopologyResponse) ProtoMessage() {}
 
 func (x *ApplyTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[3]
+	mi := &file_von_v1_reservation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +640,7 @@ func (x *ApplyTopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyTopologyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{3}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ApplyTopologyResponse) GetTopology() *Topology {
@@ -559,7 +666,7 @@ type GetTopologyRequest struct {
 
 func (x *GetTopologyRequest) Reset() {
 	*x = GetTopologyRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[4]
+	mi := &file_von_v1_reservation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +678,7 @@ func (x *GetTopologyRequest) String() string {
 func (*GetTopologyRequest) ProtoMessage() {}
 
 func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[4]
+	mi := &file_von_v1_reservation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +691,7 @@ func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyRequest.ProtoReflect.Descriptor instead.
 func (*GetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{4}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{5}
 }
 
 // GetTopologyResponse is the current topology. NOT_FOUND if none was ever applied.
@@ -604,7 +711,7 @@ type GetTopologyResponse struct {
 
 func (x *GetTopologyResponse) Reset() {
 	*x = GetTopologyResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[5]
+	mi := &file_von_v1_reservation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +723,7 @@ func (x *GetTopologyResponse) String() string {
 func (*GetTopologyResponse) ProtoMessage() {}
 
 func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[5]
+	mi := &file_von_v1_reservation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +736,7 @@ func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyResponse.ProtoReflect.Descriptor instead.
 func (*GetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{5}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetTopologyResponse) GetTopology() *Topology {
@@ -681,7 +788,7 @@ type ReserveRequest struct {
 
 func (x *ReserveRequest) Reset() {
 	*x = ReserveRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[6]
+	mi := &file_von_v1_reservation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +800,7 @@ func (x *ReserveRequest) String() string {
 func (*ReserveRequest) ProtoMessage() {}
 
 func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[6]
+	mi := &file_von_v1_reservation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +813,7 @@ func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveRequest.ProtoReflect.Descriptor instead.
 func (*ReserveRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{6}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReserveRequest) GetName() string {
@@ -762,7 +869,7 @@ type ReserveResponse struct {
 
 func (x *ReserveResponse) Reset() {
 	*x = ReserveResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[7]
+	mi := &file_von_v1_reservation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +881,7 @@ func (x *ReserveResponse) String() string {
 func (*ReserveResponse) ProtoMessage() {}
 
 func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[7]
+	mi := &file_von_v1_reservation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +894,7 @@ func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveResponse.ProtoReflect.Descriptor instead.
 func (*ReserveResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{7}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReserveResponse) GetReservation() *Reservation {
@@ -808,7 +915,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[8]
+	mi := &file_von_v1_reservation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +927,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[8]
+	mi := &file_von_v1_reservation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +940,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{8}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetRequest) GetName() string {
@@ -854,7 +961,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[9]
+	mi := &file_von_v1_reservation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +973,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[9]
+	mi := &file_von_v1_reservation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +986,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{9}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetResponse) GetReservation() *Reservation {
@@ -904,7 +1011,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[10]
+	mi := &file_von_v1_reservation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1023,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[10]
+	mi := &file_von_v1_reservation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1036,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{10}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRequest) GetStates() []ReservationState {
@@ -966,7 +1073,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[11]
+	mi := &file_von_v1_reservation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1085,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[11]
+	mi := &file_von_v1_reservation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1098,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{11}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResponse) GetReservations() []*Reservation {
@@ -1019,7 +1126,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[12]
+	mi := &file_von_v1_reservation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1138,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[12]
+	mi := &file_von_v1_reservation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1151,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{12}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchRequest) GetNames() []string {
@@ -1067,7 +1174,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[13]
+	mi := &file_von_v1_reservation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1186,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[13]
+	mi := &file_von_v1_reservation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1199,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{13}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchResponse) GetType() ReservationEventType {
@@ -1122,7 +1229,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[14]
+	mi := &file_von_v1_reservation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1241,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[14]
+	mi := &file_von_v1_reservation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1254,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{14}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewRequest) GetName() string {
@@ -1175,7 +1282,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[15]
+	mi := &file_von_v1_reservation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1294,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[15]
+	mi := &file_von_v1_reservation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1307,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{15}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewResponse) GetReservation() *Reservation {
@@ -1223,7 +1330,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[16]
+	mi := &file_von_v1_reservation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1342,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[16]
+	mi := &file_von_v1_reservation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1355,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{16}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeepAliveRequest) GetNames() []string {
@@ -1282,7 +1389,7 @@ type LeaseRenewal struct {
 
 func (x *LeaseRenewal) Reset() {
 	*x = LeaseRenewal{}
-	mi := &file_von_v1_reservation_proto_msgTypes[17]
+	mi := &file_von_v1_reservation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1401,7 @@ func (x *LeaseRenewal) String() string {
 func (*LeaseRenewal) ProtoMessage() {}
 
 func (x *LeaseRenewal) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[17]
+	mi := &file_von_v1_reservation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1414,7 @@ func (x *LeaseRenewal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRenewal.ProtoReflect.Descriptor instead.
 func (*LeaseRenewal) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{17}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaseRenewal) GetName() string {
@@ -1349,7 +1456,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[18]
+	mi := &file_von_v1_reservation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1468,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[18]
+	mi := &file_von_v1_reservation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1481,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{18}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeepAliveResponse) GetRenewals() []*LeaseRenewal {
@@ -1395,7 +1502,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[19]
+	mi := &file_von_v1_reservation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1514,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[19]
+	mi := &file_von_v1_reservation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1527,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{19}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReleaseRequest) GetName() string {
@@ -1441,7 +1548,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[20]
+	mi := &file_von_v1_reservation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1560,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[20]
+	mi := &file_von_v1_reservation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1573,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{20}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReleaseResponse) GetReservation() *Reservation {
@@ -1485,7 +1592,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[21]
+	mi := &file_von_v1_reservation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1604,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[21]
+	mi := &file_von_v1_reservation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1617,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{21}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{22}
 }
 
 // ListAgentsResponse lists agents.
@@ -1524,7 +1631,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[22]
+	mi := &file_von_v1_reservation_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1643,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[22]
+	mi := &file_von_v1_reservation_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1656,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{22}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1577,7 +1684,7 @@ type ComputePathsRequest struct {
 
 func (x *ComputePathsRequest) Reset() {
 	*x = ComputePathsRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[23]
+	mi := &file_von_v1_reservation_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1696,7 @@ func (x *ComputePathsRequest) String() string {
 func (*ComputePathsRequest) ProtoMessage() {}
 
 func (x *ComputePathsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[23]
+	mi := &file_von_v1_reservation_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1709,7 @@ func (x *ComputePathsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputePathsRequest.ProtoReflect.Descriptor instead.
 func (*ComputePathsRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{23}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ComputePathsRequest) GetFrom() string {
@@ -1640,14 +1747,18 @@ type ComputePathsResponse struct {
 	// The two paths, index 0 and 1, cheaper first.
 	Paths []*Path `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
 	// Sum of the two paths' costs.
-	TotalCost     uint64 `protobuf:"varint,2,opt,name=total_cost,json=totalCost,proto3" json:"total_cost,omitempty"`
+	TotalCost uint64 `protobuf:"varint,2,opt,name=total_cost,json=totalCost,proto3" json:"total_cost,omitempty"`
+	// What an ON of rate_bps between the two nodes would be charged on each link
+	// direction (copies × rate_bps; both copies cross a single-homed host's access
+	// link). Empty when rate_bps is 0.
+	Links         []*ChargedLink `protobuf:"bytes,3,rep,name=links,proto3" json:"links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ComputePathsResponse) Reset() {
 	*x = ComputePathsResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[24]
+	mi := &file_von_v1_reservation_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1770,7 @@ func (x *ComputePathsResponse) String() string {
 func (*ComputePathsResponse) ProtoMessage() {}
 
 func (x *ComputePathsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[24]
+	mi := &file_von_v1_reservation_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1783,7 @@ func (x *ComputePathsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputePathsResponse.ProtoReflect.Descriptor instead.
 func (*ComputePathsResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{24}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ComputePathsResponse) GetPaths() []*Path {
@@ -1687,6 +1798,13 @@ func (x *ComputePathsResponse) GetTotalCost() uint64 {
 		return x.TotalCost
 	}
 	return 0
+}
+
+func (x *ComputePathsResponse) GetLinks() []*ChargedLink {
+	if x != nil {
+		return x.Links
+	}
+	return nil
 }
 
 // IssueMemberCredentialRequest asks for a credential for one member.
@@ -1710,7 +1828,7 @@ type IssueMemberCredentialRequest struct {
 
 func (x *IssueMemberCredentialRequest) Reset() {
 	*x = IssueMemberCredentialRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[25]
+	mi := &file_von_v1_reservation_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1840,7 @@ func (x *IssueMemberCredentialRequest) String() string {
 func (*IssueMemberCredentialRequest) ProtoMessage() {}
 
 func (x *IssueMemberCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[25]
+	mi := &file_von_v1_reservation_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1853,7 @@ func (x *IssueMemberCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueMemberCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueMemberCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{25}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IssueMemberCredentialRequest) GetName() string {
@@ -1786,14 +1904,20 @@ type IssueMemberCredentialResponse struct {
 	// The signed credential.
 	Credential *MemberCredential `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	// The ON id the credential admits to (also inside the claims).
-	OnId          uint32 `protobuf:"varint,2,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OnId uint32 `protobuf:"varint,2,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// The VON's gossip key (32 bytes: memberlist's AES-256-GCM key for the group's own
+	// traffic), HPKE-sealed (DHKEM(X25519), HKDF-SHA256, AES-256-GCM) to the request's
+	// seal_public_key with info "von.v1 gossip key\0" || on_id (4 bytes) || len ||
+	// reservation || len || member. The same for every member of one ON; a new ON id
+	// gets a new one.
+	SealedGossipKey []byte `protobuf:"bytes,3,opt,name=sealed_gossip_key,json=sealedGossipKey,proto3" json:"sealed_gossip_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *IssueMemberCredentialResponse) Reset() {
 	*x = IssueMemberCredentialResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[26]
+	mi := &file_von_v1_reservation_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1929,7 @@ func (x *IssueMemberCredentialResponse) String() string {
 func (*IssueMemberCredentialResponse) ProtoMessage() {}
 
 func (x *IssueMemberCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[26]
+	mi := &file_von_v1_reservation_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1942,7 @@ func (x *IssueMemberCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueMemberCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueMemberCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{26}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *IssueMemberCredentialResponse) GetCredential() *MemberCredential {
@@ -1835,6 +1959,13 @@ func (x *IssueMemberCredentialResponse) GetOnId() uint32 {
 	return 0
 }
 
+func (x *IssueMemberCredentialResponse) GetSealedGossipKey() []byte {
+	if x != nil {
+		return x.SealedGossipKey
+	}
+	return nil
+}
+
 // GetVerificationKeysRequest asks for the credential verification keys.
 type GetVerificationKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1844,7 +1975,7 @@ type GetVerificationKeysRequest struct {
 
 func (x *GetVerificationKeysRequest) Reset() {
 	*x = GetVerificationKeysRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[27]
+	mi := &file_von_v1_reservation_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1987,7 @@ func (x *GetVerificationKeysRequest) String() string {
 func (*GetVerificationKeysRequest) ProtoMessage() {}
 
 func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[27]
+	mi := &file_von_v1_reservation_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2000,7 @@ func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{27}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{28}
 }
 
 // GetVerificationKeysResponse lists verification keys.
@@ -1883,7 +2014,7 @@ type GetVerificationKeysResponse struct {
 
 func (x *GetVerificationKeysResponse) Reset() {
 	*x = GetVerificationKeysResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[28]
+	mi := &file_von_v1_reservation_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2026,7 @@ func (x *GetVerificationKeysResponse) String() string {
 func (*GetVerificationKeysResponse) ProtoMessage() {}
 
 func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[28]
+	mi := &file_von_v1_reservation_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2039,7 @@ func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{28}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetVerificationKeysResponse) GetKeys() []*VerificationKey {
@@ -1929,7 +2060,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_von_v1_reservation_proto_msgTypes[29]
+	mi := &file_von_v1_reservation_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2072,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[29]
+	mi := &file_von_v1_reservation_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2085,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{29}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListMembersRequest) GetName() string {
@@ -1977,7 +2108,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_von_v1_reservation_proto_msgTypes[30]
+	mi := &file_von_v1_reservation_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2120,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_reservation_proto_msgTypes[30]
+	mi := &file_von_v1_reservation_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2133,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_reservation_proto_rawDescGZIP(), []int{30}
+	return file_von_v1_reservation_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListMembersResponse) GetOnId() uint32 {
@@ -2029,7 +2160,7 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"src_member\x18\x01 \x01(\tR\tsrcMember\x12\x1d\n" +
 	"\n" +
 	"dst_member\x18\x02 \x01(\tR\tdstMember\x12\"\n" +
-	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xfa\x04\n" +
+	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xa7\x06\n" +
 	"\vReservation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x13\n" +
 	"\x05on_id\x18\x02 \x01(\rR\x04onId\x12.\n" +
@@ -2048,7 +2179,15 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12%\n" +
 	"\x0efailure_reason\x18\x0e \x01(\tR\rfailureReason\x12\x1a\n" +
-	"\brevision\x18\x0f \x01(\x04R\brevision\"f\n" +
+	"\brevision\x18\x0f \x01(\x04R\brevision\x126\n" +
+	"\fnot_enforced\x18\x10 \x03(\v2\x13.von.v1.NotEnforcedR\vnotEnforced\x12\x14\n" +
+	"\x05owner\x18\x11 \x01(\tR\x05owner\x12\x1a\n" +
+	"\bdegraded\x18\x12 \x01(\tR\bdegraded\x12A\n" +
+	"\x0edegraded_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\"m\n" +
+	"\vNotEnforced\x12\x16\n" +
+	"\x06router\x18\x01 \x01(\tR\x06router\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"f\n" +
 	"\x14ApplyTopologyRequest\x12\x14\n" +
 	"\x04yaml\x18\x01 \x01(\tH\x00R\x04yaml\x12.\n" +
 	"\btopology\x18\x02 \x01(\v2\x10.von.v1.TopologyH\x00R\btopologyB\b\n" +
@@ -2116,11 +2255,12 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12#\n" +
 	"\rnode_disjoint\x18\x03 \x01(\bR\fnodeDisjoint\x12\x19\n" +
-	"\brate_bps\x18\x04 \x01(\x04R\arateBps\"Y\n" +
+	"\brate_bps\x18\x04 \x01(\x04R\arateBps\"\x84\x01\n" +
 	"\x14ComputePathsResponse\x12\"\n" +
 	"\x05paths\x18\x01 \x03(\v2\f.von.v1.PathR\x05paths\x12\x1d\n" +
 	"\n" +
-	"total_cost\x18\x02 \x01(\x04R\ttotalCost\"\xe5\x01\n" +
+	"total_cost\x18\x02 \x01(\x04R\ttotalCost\x12)\n" +
+	"\x05links\x18\x03 \x03(\v2\x13.von.v1.ChargedLinkR\x05links\"\xe5\x01\n" +
 	"\x1cIssueMemberCredentialRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\x12\x1d\n" +
@@ -2128,12 +2268,13 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12&\n" +
 	"\x0fseal_public_key\x18\x04 \x01(\fR\rsealPublicKey\x12%\n" +
 	"\x0egossip_address\x18\x05 \x01(\tR\rgossipAddress\x12+\n" +
-	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"n\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x9a\x01\n" +
 	"\x1dIssueMemberCredentialResponse\x128\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x18.von.v1.MemberCredentialR\n" +
 	"credential\x12\x13\n" +
-	"\x05on_id\x18\x02 \x01(\rR\x04onId\"\x1c\n" +
+	"\x05on_id\x18\x02 \x01(\rR\x04onId\x12*\n" +
+	"\x11sealed_gossip_key\x18\x03 \x01(\fR\x0fsealedGossipKey\"\x1c\n" +
 	"\x1aGetVerificationKeysRequest\"J\n" +
 	"\x1bGetVerificationKeysResponse\x12+\n" +
 	"\x04keys\x18\x01 \x03(\v2\x17.von.v1.VerificationKeyR\x04keys\"(\n" +
@@ -2187,119 +2328,124 @@ func file_von_v1_reservation_proto_rawDescGZIP() []byte {
 }
 
 var file_von_v1_reservation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_von_v1_reservation_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_von_v1_reservation_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_von_v1_reservation_proto_goTypes = []any{
 	(ReservationState)(0),                 // 0: von.v1.ReservationState
 	(ReservationEventType)(0),             // 1: von.v1.ReservationEventType
 	(*MemberPairPaths)(nil),               // 2: von.v1.MemberPairPaths
 	(*Reservation)(nil),                   // 3: von.v1.Reservation
-	(*ApplyTopologyRequest)(nil),          // 4: von.v1.ApplyTopologyRequest
-	(*ApplyTopologyResponse)(nil),         // 5: von.v1.ApplyTopologyResponse
-	(*GetTopologyRequest)(nil),            // 6: von.v1.GetTopologyRequest
-	(*GetTopologyResponse)(nil),           // 7: von.v1.GetTopologyResponse
-	(*ReserveRequest)(nil),                // 8: von.v1.ReserveRequest
-	(*ReserveResponse)(nil),               // 9: von.v1.ReserveResponse
-	(*GetRequest)(nil),                    // 10: von.v1.GetRequest
-	(*GetResponse)(nil),                   // 11: von.v1.GetResponse
-	(*ListRequest)(nil),                   // 12: von.v1.ListRequest
-	(*ListResponse)(nil),                  // 13: von.v1.ListResponse
-	(*WatchRequest)(nil),                  // 14: von.v1.WatchRequest
-	(*WatchResponse)(nil),                 // 15: von.v1.WatchResponse
-	(*RenewRequest)(nil),                  // 16: von.v1.RenewRequest
-	(*RenewResponse)(nil),                 // 17: von.v1.RenewResponse
-	(*KeepAliveRequest)(nil),              // 18: von.v1.KeepAliveRequest
-	(*LeaseRenewal)(nil),                  // 19: von.v1.LeaseRenewal
-	(*KeepAliveResponse)(nil),             // 20: von.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),                // 21: von.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),               // 22: von.v1.ReleaseResponse
-	(*ListAgentsRequest)(nil),             // 23: von.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),            // 24: von.v1.ListAgentsResponse
-	(*ComputePathsRequest)(nil),           // 25: von.v1.ComputePathsRequest
-	(*ComputePathsResponse)(nil),          // 26: von.v1.ComputePathsResponse
-	(*IssueMemberCredentialRequest)(nil),  // 27: von.v1.IssueMemberCredentialRequest
-	(*IssueMemberCredentialResponse)(nil), // 28: von.v1.IssueMemberCredentialResponse
-	(*GetVerificationKeysRequest)(nil),    // 29: von.v1.GetVerificationKeysRequest
-	(*GetVerificationKeysResponse)(nil),   // 30: von.v1.GetVerificationKeysResponse
-	(*ListMembersRequest)(nil),            // 31: von.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),           // 32: von.v1.ListMembersResponse
-	(*Path)(nil),                          // 33: von.v1.Path
-	(*Member)(nil),                        // 34: von.v1.Member
-	(*durationpb.Duration)(nil),           // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
-	(*ChargedLink)(nil),                   // 37: von.v1.ChargedLink
-	(*Topology)(nil),                      // 38: von.v1.Topology
-	(*Agent)(nil),                         // 39: von.v1.Agent
-	(*MemberCredential)(nil),              // 40: von.v1.MemberCredential
-	(*VerificationKey)(nil),               // 41: von.v1.VerificationKey
-	(*RegisteredMember)(nil),              // 42: von.v1.RegisteredMember
+	(*NotEnforced)(nil),                   // 4: von.v1.NotEnforced
+	(*ApplyTopologyRequest)(nil),          // 5: von.v1.ApplyTopologyRequest
+	(*ApplyTopologyResponse)(nil),         // 6: von.v1.ApplyTopologyResponse
+	(*GetTopologyRequest)(nil),            // 7: von.v1.GetTopologyRequest
+	(*GetTopologyResponse)(nil),           // 8: von.v1.GetTopologyResponse
+	(*ReserveRequest)(nil),                // 9: von.v1.ReserveRequest
+	(*ReserveResponse)(nil),               // 10: von.v1.ReserveResponse
+	(*GetRequest)(nil),                    // 11: von.v1.GetRequest
+	(*GetResponse)(nil),                   // 12: von.v1.GetResponse
+	(*ListRequest)(nil),                   // 13: von.v1.ListRequest
+	(*ListResponse)(nil),                  // 14: von.v1.ListResponse
+	(*WatchRequest)(nil),                  // 15: von.v1.WatchRequest
+	(*WatchResponse)(nil),                 // 16: von.v1.WatchResponse
+	(*RenewRequest)(nil),                  // 17: von.v1.RenewRequest
+	(*RenewResponse)(nil),                 // 18: von.v1.RenewResponse
+	(*KeepAliveRequest)(nil),              // 19: von.v1.KeepAliveRequest
+	(*LeaseRenewal)(nil),                  // 20: von.v1.LeaseRenewal
+	(*KeepAliveResponse)(nil),             // 21: von.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),                // 22: von.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),               // 23: von.v1.ReleaseResponse
+	(*ListAgentsRequest)(nil),             // 24: von.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),            // 25: von.v1.ListAgentsResponse
+	(*ComputePathsRequest)(nil),           // 26: von.v1.ComputePathsRequest
+	(*ComputePathsResponse)(nil),          // 27: von.v1.ComputePathsResponse
+	(*IssueMemberCredentialRequest)(nil),  // 28: von.v1.IssueMemberCredentialRequest
+	(*IssueMemberCredentialResponse)(nil), // 29: von.v1.IssueMemberCredentialResponse
+	(*GetVerificationKeysRequest)(nil),    // 30: von.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil),   // 31: von.v1.GetVerificationKeysResponse
+	(*ListMembersRequest)(nil),            // 32: von.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),           // 33: von.v1.ListMembersResponse
+	(*Path)(nil),                          // 34: von.v1.Path
+	(*Member)(nil),                        // 35: von.v1.Member
+	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
+	(*ChargedLink)(nil),                   // 38: von.v1.ChargedLink
+	(*Topology)(nil),                      // 39: von.v1.Topology
+	(*Agent)(nil),                         // 40: von.v1.Agent
+	(*MemberCredential)(nil),              // 41: von.v1.MemberCredential
+	(*VerificationKey)(nil),               // 42: von.v1.VerificationKey
+	(*RegisteredMember)(nil),              // 43: von.v1.RegisteredMember
 }
 var file_von_v1_reservation_proto_depIdxs = []int32{
-	33, // 0: von.v1.MemberPairPaths.paths:type_name -> von.v1.Path
+	34, // 0: von.v1.MemberPairPaths.paths:type_name -> von.v1.Path
 	0,  // 1: von.v1.Reservation.state:type_name -> von.v1.ReservationState
-	34, // 2: von.v1.Reservation.members:type_name -> von.v1.Member
-	35, // 3: von.v1.Reservation.ttl:type_name -> google.protobuf.Duration
-	36, // 4: von.v1.Reservation.lease_expire_time:type_name -> google.protobuf.Timestamp
-	37, // 5: von.v1.Reservation.links:type_name -> von.v1.ChargedLink
+	35, // 2: von.v1.Reservation.members:type_name -> von.v1.Member
+	36, // 3: von.v1.Reservation.ttl:type_name -> google.protobuf.Duration
+	37, // 4: von.v1.Reservation.lease_expire_time:type_name -> google.protobuf.Timestamp
+	38, // 5: von.v1.Reservation.links:type_name -> von.v1.ChargedLink
 	2,  // 6: von.v1.Reservation.paths:type_name -> von.v1.MemberPairPaths
-	36, // 7: von.v1.Reservation.create_time:type_name -> google.protobuf.Timestamp
-	36, // 8: von.v1.Reservation.update_time:type_name -> google.protobuf.Timestamp
-	38, // 9: von.v1.ApplyTopologyRequest.topology:type_name -> von.v1.Topology
-	38, // 10: von.v1.ApplyTopologyResponse.topology:type_name -> von.v1.Topology
-	38, // 11: von.v1.GetTopologyResponse.topology:type_name -> von.v1.Topology
-	36, // 12: von.v1.GetTopologyResponse.update_time:type_name -> google.protobuf.Timestamp
-	35, // 13: von.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 14: von.v1.ReserveResponse.reservation:type_name -> von.v1.Reservation
-	3,  // 15: von.v1.GetResponse.reservation:type_name -> von.v1.Reservation
-	0,  // 16: von.v1.ListRequest.states:type_name -> von.v1.ReservationState
-	3,  // 17: von.v1.ListResponse.reservations:type_name -> von.v1.Reservation
-	1,  // 18: von.v1.WatchResponse.type:type_name -> von.v1.ReservationEventType
-	3,  // 19: von.v1.WatchResponse.reservation:type_name -> von.v1.Reservation
-	35, // 20: von.v1.RenewRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 21: von.v1.RenewResponse.reservation:type_name -> von.v1.Reservation
-	35, // 22: von.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 23: von.v1.LeaseRenewal.lease_expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 24: von.v1.LeaseRenewal.state:type_name -> von.v1.ReservationState
-	19, // 25: von.v1.KeepAliveResponse.renewals:type_name -> von.v1.LeaseRenewal
-	3,  // 26: von.v1.ReleaseResponse.reservation:type_name -> von.v1.Reservation
-	39, // 27: von.v1.ListAgentsResponse.agents:type_name -> von.v1.Agent
-	33, // 28: von.v1.ComputePathsResponse.paths:type_name -> von.v1.Path
-	35, // 29: von.v1.IssueMemberCredentialRequest.ttl:type_name -> google.protobuf.Duration
-	40, // 30: von.v1.IssueMemberCredentialResponse.credential:type_name -> von.v1.MemberCredential
-	41, // 31: von.v1.GetVerificationKeysResponse.keys:type_name -> von.v1.VerificationKey
-	42, // 32: von.v1.ListMembersResponse.members:type_name -> von.v1.RegisteredMember
-	4,  // 33: von.v1.ReservationService.ApplyTopology:input_type -> von.v1.ApplyTopologyRequest
-	6,  // 34: von.v1.ReservationService.GetTopology:input_type -> von.v1.GetTopologyRequest
-	8,  // 35: von.v1.ReservationService.Reserve:input_type -> von.v1.ReserveRequest
-	10, // 36: von.v1.ReservationService.Get:input_type -> von.v1.GetRequest
-	12, // 37: von.v1.ReservationService.List:input_type -> von.v1.ListRequest
-	14, // 38: von.v1.ReservationService.Watch:input_type -> von.v1.WatchRequest
-	16, // 39: von.v1.ReservationService.Renew:input_type -> von.v1.RenewRequest
-	18, // 40: von.v1.ReservationService.KeepAlive:input_type -> von.v1.KeepAliveRequest
-	21, // 41: von.v1.ReservationService.Release:input_type -> von.v1.ReleaseRequest
-	23, // 42: von.v1.ReservationService.ListAgents:input_type -> von.v1.ListAgentsRequest
-	25, // 43: von.v1.ReservationService.ComputePaths:input_type -> von.v1.ComputePathsRequest
-	27, // 44: von.v1.ReservationService.IssueMemberCredential:input_type -> von.v1.IssueMemberCredentialRequest
-	29, // 45: von.v1.ReservationService.GetVerificationKeys:input_type -> von.v1.GetVerificationKeysRequest
-	31, // 46: von.v1.ReservationService.ListMembers:input_type -> von.v1.ListMembersRequest
-	5,  // 47: von.v1.ReservationService.ApplyTopology:output_type -> von.v1.ApplyTopologyResponse
-	7,  // 48: von.v1.ReservationService.GetTopology:output_type -> von.v1.GetTopologyResponse
-	9,  // 49: von.v1.ReservationService.Reserve:output_type -> von.v1.ReserveResponse
-	11, // 50: von.v1.ReservationService.Get:output_type -> von.v1.GetResponse
-	13, // 51: von.v1.ReservationService.List:output_type -> von.v1.ListResponse
-	15, // 52: von.v1.ReservationService.Watch:output_type -> von.v1.WatchResponse
-	17, // 53: von.v1.ReservationService.Renew:output_type -> von.v1.RenewResponse
-	20, // 54: von.v1.ReservationService.KeepAlive:output_type -> von.v1.KeepAliveResponse
-	22, // 55: von.v1.ReservationService.Release:output_type -> von.v1.ReleaseResponse
-	24, // 56: von.v1.ReservationService.ListAgents:output_type -> von.v1.ListAgentsResponse
-	26, // 57: von.v1.ReservationService.ComputePaths:output_type -> von.v1.ComputePathsResponse
-	28, // 58: von.v1.ReservationService.IssueMemberCredential:output_type -> von.v1.IssueMemberCredentialResponse
-	30, // 59: von.v1.ReservationService.GetVerificationKeys:output_type -> von.v1.GetVerificationKeysResponse
-	32, // 60: von.v1.ReservationService.ListMembers:output_type -> von.v1.ListMembersResponse
-	47, // [47:61] is the sub-list for method output_type
-	33, // [33:47] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	37, // 7: von.v1.Reservation.create_time:type_name -> google.protobuf.Timestamp
+	37, // 8: von.v1.Reservation.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: von.v1.Reservation.not_enforced:type_name -> von.v1.NotEnforced
+	37, // 10: von.v1.Reservation.degraded_since:type_name -> google.protobuf.Timestamp
+	37, // 11: von.v1.NotEnforced.time:type_name -> google.protobuf.Timestamp
+	39, // 12: von.v1.ApplyTopologyRequest.topology:type_name -> von.v1.Topology
+	39, // 13: von.v1.ApplyTopologyResponse.topology:type_name -> von.v1.Topology
+	39, // 14: von.v1.GetTopologyResponse.topology:type_name -> von.v1.Topology
+	37, // 15: von.v1.GetTopologyResponse.update_time:type_name -> google.protobuf.Timestamp
+	36, // 16: von.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 17: von.v1.ReserveResponse.reservation:type_name -> von.v1.Reservation
+	3,  // 18: von.v1.GetResponse.reservation:type_name -> von.v1.Reservation
+	0,  // 19: von.v1.ListRequest.states:type_name -> von.v1.ReservationState
+	3,  // 20: von.v1.ListResponse.reservations:type_name -> von.v1.Reservation
+	1,  // 21: von.v1.WatchResponse.type:type_name -> von.v1.ReservationEventType
+	3,  // 22: von.v1.WatchResponse.reservation:type_name -> von.v1.Reservation
+	36, // 23: von.v1.RenewRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 24: von.v1.RenewResponse.reservation:type_name -> von.v1.Reservation
+	36, // 25: von.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	37, // 26: von.v1.LeaseRenewal.lease_expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 27: von.v1.LeaseRenewal.state:type_name -> von.v1.ReservationState
+	20, // 28: von.v1.KeepAliveResponse.renewals:type_name -> von.v1.LeaseRenewal
+	3,  // 29: von.v1.ReleaseResponse.reservation:type_name -> von.v1.Reservation
+	40, // 30: von.v1.ListAgentsResponse.agents:type_name -> von.v1.Agent
+	34, // 31: von.v1.ComputePathsResponse.paths:type_name -> von.v1.Path
+	38, // 32: von.v1.ComputePathsResponse.links:type_name -> von.v1.ChargedLink
+	36, // 33: von.v1.IssueMemberCredentialRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 34: von.v1.IssueMemberCredentialResponse.credential:type_name -> von.v1.MemberCredential
+	42, // 35: von.v1.GetVerificationKeysResponse.keys:type_name -> von.v1.VerificationKey
+	43, // 36: von.v1.ListMembersResponse.members:type_name -> von.v1.RegisteredMember
+	5,  // 37: von.v1.ReservationService.ApplyTopology:input_type -> von.v1.ApplyTopologyRequest
+	7,  // 38: von.v1.ReservationService.GetTopology:input_type -> von.v1.GetTopologyRequest
+	9,  // 39: von.v1.ReservationService.Reserve:input_type -> von.v1.ReserveRequest
+	11, // 40: von.v1.ReservationService.Get:input_type -> von.v1.GetRequest
+	13, // 41: von.v1.ReservationService.List:input_type -> von.v1.ListRequest
+	15, // 42: von.v1.ReservationService.Watch:input_type -> von.v1.WatchRequest
+	17, // 43: von.v1.ReservationService.Renew:input_type -> von.v1.RenewRequest
+	19, // 44: von.v1.ReservationService.KeepAlive:input_type -> von.v1.KeepAliveRequest
+	22, // 45: von.v1.ReservationService.Release:input_type -> von.v1.ReleaseRequest
+	24, // 46: von.v1.ReservationService.ListAgents:input_type -> von.v1.ListAgentsRequest
+	26, // 47: von.v1.ReservationService.ComputePaths:input_type -> von.v1.ComputePathsRequest
+	28, // 48: von.v1.ReservationService.IssueMemberCredential:input_type -> von.v1.IssueMemberCredentialRequest
+	30, // 49: von.v1.ReservationService.GetVerificationKeys:input_type -> von.v1.GetVerificationKeysRequest
+	32, // 50: von.v1.ReservationService.ListMembers:input_type -> von.v1.ListMembersRequest
+	6,  // 51: von.v1.ReservationService.ApplyTopology:output_type -> von.v1.ApplyTopologyResponse
+	8,  // 52: von.v1.ReservationService.GetTopology:output_type -> von.v1.GetTopologyResponse
+	10, // 53: von.v1.ReservationService.Reserve:output_type -> von.v1.ReserveResponse
+	12, // 54: von.v1.ReservationService.Get:output_type -> von.v1.GetResponse
+	14, // 55: von.v1.ReservationService.List:output_type -> von.v1.ListResponse
+	16, // 56: von.v1.ReservationService.Watch:output_type -> von.v1.WatchResponse
+	18, // 57: von.v1.ReservationService.Renew:output_type -> von.v1.RenewResponse
+	21, // 58: von.v1.ReservationService.KeepAlive:output_type -> von.v1.KeepAliveResponse
+	23, // 59: von.v1.ReservationService.Release:output_type -> von.v1.ReleaseResponse
+	25, // 60: von.v1.ReservationService.ListAgents:output_type -> von.v1.ListAgentsResponse
+	27, // 61: von.v1.ReservationService.ComputePaths:output_type -> von.v1.ComputePathsResponse
+	29, // 62: von.v1.ReservationService.IssueMemberCredential:output_type -> von.v1.IssueMemberCredentialResponse
+	31, // 63: von.v1.ReservationService.GetVerificationKeys:output_type -> von.v1.GetVerificationKeysResponse
+	33, // 64: von.v1.ReservationService.ListMembers:output_type -> von.v1.ListMembersResponse
+	51, // [51:65] is the sub-list for method output_type
+	37, // [37:51] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_von_v1_reservation_proto_init() }
@@ -2310,7 +2456,7 @@ func file_von_v1_reservation_proto_init() {
 	file_von_v1_credential_proto_init()
 	file_von_v1_topology_proto_init()
 	file_von_v1_types_proto_init()
-	file_von_v1_reservation_proto_msgTypes[2].OneofWrappers = []any{
+	file_von_v1_reservation_proto_msgTypes[3].OneofWrappers = []any{
 		(*ApplyTopologyRequest_Yaml)(nil),
 		(*ApplyTopologyRequest_Topology)(nil),
 	}
@@ -2320,7 +2466,7 @@ func file_von_v1_reservation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_von_v1_reservation_proto_rawDesc), len(file_von_v1_reservation_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

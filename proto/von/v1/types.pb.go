@@ -145,16 +145,22 @@ func (x *Member) GetAddress() string {
 }
 
 // ChargedLink is one direction of one link on which an ON holds capacity.
-// An ON of rate R is charged R once per (link, direction) in the union of its paths,
-// not once per member pair.
+// An ON of rate R is charged once per (link, direction) in the union of its paths,
+// not once per member pair: copies × R, where copies is the most copies of one message
+// that cross the link — 2 on a link both paths of a member pair share (a single-homed
+// member's access link on a redundant ON), else 1.
 type ChargedLink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the link as in the topology (Link.name).
 	Link string `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
 	// Direction of the link the charge applies to.
 	Direction LinkDirection `protobuf:"varint,2,opt,name=direction,proto3,enum=von.v1.LinkDirection" json:"direction,omitempty"`
-	// Capacity held on this link direction, bits per second (the ON's rate_bps).
-	RateBps       uint64 `protobuf:"varint,3,opt,name=rate_bps,json=rateBps,proto3" json:"rate_bps,omitempty"`
+	// Capacity held on this link direction, bits per second: copies × the ON's rate_bps.
+	// The router's HTB class on this link direction has this rate.
+	RateBps uint64 `protobuf:"varint,3,opt,name=rate_bps,json=rateBps,proto3" json:"rate_bps,omitempty"`
+	// Copies of one message that cross this link direction (1 or 2; 0 in records made
+	// before copies were counted, meaning 1).
+	Copies        uint32 `protobuf:"varint,4,opt,name=copies,proto3" json:"copies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,6 +212,13 @@ func (x *ChargedLink) GetDirection() LinkDirection {
 func (x *ChargedLink) GetRateBps() uint64 {
 	if x != nil {
 		return x.RateBps
+	}
+	return 0
+}
+
+func (x *ChargedLink) GetCopies() uint32 {
+	if x != nil {
+		return x.Copies
 	}
 	return 0
 }
@@ -549,11 +562,12 @@ const file_von_v1_types_proto_rawDesc = "" +
 	"\x12von/v1/types.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"q\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x89\x01\n" +
 	"\vChargedLink\x12\x12\n" +
 	"\x04link\x18\x01 \x01(\tR\x04link\x123\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x15.von.v1.LinkDirectionR\tdirection\x12\x19\n" +
-	"\brate_bps\x18\x03 \x01(\x04R\arateBps\"\\\n" +
+	"\brate_bps\x18\x03 \x01(\x04R\arateBps\x12\x16\n" +
+	"\x06copies\x18\x04 \x01(\rR\x06copies\"\\\n" +
 	"\x04Path\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12\x14\n" +

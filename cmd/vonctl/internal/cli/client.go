@@ -7,13 +7,14 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/vonproject/von/apierr"
 	"github.com/vonproject/von/internal/clifmt"
 
+	"github.com/vonproject/von/internal/rpcconn"
+	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -22,7 +23,11 @@ func (g *Global) dial() (vonv1.ReservationServiceClient, func(), error) {
 	if g.Manager == "" {
 		return nil, nil, usageError(errors.New("no manager: give --manager HOST:PORT or set VON_MANAGER"))
 	}
-	conn, err := grpc.NewClient(g.Manager, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tls, err := g.Security.Load(nil, pki.KindUser)
+	if err != nil {
+		return nil, nil, usageError(err)
+	}
+	conn, err := rpcconn.DialManagers(g.Manager, tls)
 	if err != nil {
 		return nil, nil, usageError(fmt.Errorf("manager address %q: %w", g.Manager, err))
 	}
@@ -45,7 +50,7 @@ func (g *Global) rpcError(err error) error {
 			return failure(fmt.Errorf("cannot reach the manager at %s", g.Manager),
 				"is von-manager running there? check --manager or $VON_MANAGER")
 		}
-		hint = "start the router's agent (von-agent --node NAME --manager ...) or try again"
+		hint = "no manager answered as leader; check that one runs and reaches etcd, then try again"
 	case codes.ResourceExhausted:
 		hint = "ask for less bandwidth, or release an ON you no longer need (vonctl list)"
 	case codes.NotFound:
@@ -55,9 +60,16 @@ func (g *Global) rpcError(err error) error {
 	case codes.InvalidArgument:
 		hint = "see vonctl <command> --help"
 	case codes.FailedPrecondition:
-		if strings.Contains(msg, "topology") {
+		switch {
+		case apierr.Is(err, apierr.ErrAgentDown):
+			hint = "start the router's agent (von-agent --node NAME --manager ...) or try again"
+		case apierr.Is(err, apierr.ErrNoTopology):
 			hint = "vonctl topology apply -f FILE"
 		}
+	case codes.PermissionDenied:
+		hint = "ask the owner, or an admin (a certificate from von-manager pki issue --kind user --admin)"
+	case codes.Unauthenticated:
+		hint = "give --ca, --cert and --key (or VON_CA, VON_CERT, VON_KEY) from the cluster's CA"
 	case codes.DeadlineExceeded:
 		hint = "the manager did not answer in time; check it is healthy and try again"
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vonproject/von/disjoint"
 	"github.com/vonproject/von/internal/clifmt"
+	"github.com/vonproject/von/onpath"
 	"github.com/vonproject/von/topology"
 )
 
@@ -58,6 +59,15 @@ If no such paths exist, vonctl says which constraint made it impossible and exit
 type pathsJSON struct {
 	Paths     []pathJSON `json:"paths"`
 	TotalCost int64      `json:"total_cost"`
+	// Shared lists links that several of the paths cross (a single-homed host's access
+	// link): every copy of a message crosses them, so an ON is charged copies × its
+	// rate there.
+	Shared []sharedJSON `json:"shared_links,omitempty"`
+}
+
+type sharedJSON struct {
+	Link   string `json:"link"`
+	Copies int    `json:"copies"`
 }
 
 type pathJSON struct {
@@ -101,18 +111,18 @@ func runPaths(g *Global, f *pathsFlags) error {
 	if err != nil {
 		return failure(err, "")
 	}
-	from, err := nodeArg(topo, graph, "--from", f.from)
-	if err != nil {
+	if _, err := nodeArg(topo, graph, "--from", f.from); err != nil {
 		return err
 	}
-	to, err := nodeArg(topo, graph, "--to", f.to)
-	if err != nil {
+	if _, err := nodeArg(topo, graph, "--to", f.to); err != nil {
 		return err
 	}
-	res, err := graph.Disjoint(from, to, opt)
+	plan, err := onpath.PlanON(topo, graph, onpath.Request{Members: []string{f.from, f.to}, Paths: f.k,
+		NodeDisjoint: f.nodeDisjoint, IgnoreSRLG: f.ignoreSRLG, Rate: opt.Rate})
 	if err != nil {
 		return pathsFailure(err)
 	}
+	res := plan.Pairs[0].Result
 	if res.Heuristic {
 		fmt.Fprintf(g.Stderr, "warning: %s\n", res.Note)
 	}
@@ -127,6 +137,11 @@ func runPaths(g *Global, f *pathsFlags) error {
 			pj.Links[j] = graph.LinkName(l)
 		}
 		out.Paths[i] = pj
+	}
+	for _, l := range plan.Links {
+		if c := plan.Copies[l]; c > 1 {
+			out.Shared = append(out.Shared, sharedJSON{Link: graph.LinkName(l), Copies: c})
+		}
 	}
 	switch format {
 	case clifmt.Table:
@@ -158,7 +173,13 @@ func nodeArg(topo *topology.Topology, graph *disjoint.Graph, flag, name string) 
 // pathsFailure turns a library error into the message and hint a user can act on.
 func pathsFailure(err error) error {
 	var npe *disjoint.NoPairError
-	if !errors.As(err, &npe) {
+	var ce *onpath.CapacityError
+	switch {
+	case errors.As(err, &ce):
+		return failure(err, "try a smaller --bandwidth: every copy crosses the access link")
+	case errors.Is(err, onpath.ErrSameRouter):
+		return failure(err, "attach one of them to another router, or plan without redundancy (--paths 1)")
+	case !errors.As(err, &npe):
 		return failure(err, "")
 	}
 	err = errors.New(strings.TrimPrefix(err.Error(), "disjoint: "))
@@ -195,8 +216,20 @@ func pathsTable(w io.Writer, out *pathsJSON, f *pathsFlags, opt disjoint.Options
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "total cost %d: %s\n", out.TotalCost, describe(len(out.Paths), f, opt))
-	return err
+	if _, err := fmt.Fprintf(w, "total cost %d: %s\n", out.TotalCost, describe(len(out.Paths), f, opt)); err != nil {
+		return err
+	}
+	for _, sl := range out.Shared {
+		charge := ""
+		if opt.Rate > 0 {
+			charge = fmt.Sprintf(": an ON of %s is charged %s there", topology.FormatRate(opt.Rate), topology.FormatRate(uint64(sl.Copies)*opt.Rate))
+		}
+		if _, err := fmt.Fprintf(w, "%s is on all %d paths (the only link of its host), so it carries %d copies of every message%s\n",
+			sl.Link, sl.Copies, sl.Copies, charge); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // describe says what the paths guarantee, e.g. "2 link-disjoint paths, no

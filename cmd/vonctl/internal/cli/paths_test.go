@@ -225,3 +225,38 @@ func TestPathsISP(t *testing.T) {
 		}
 	}
 }
+
+// Issue 8 §0.2: on the ring, `vonctl paths` between two single-homed hosts prints what
+// the manager reserves for --members h1,h2 --redundant (reservation's
+// TestPlaceRedundantSingleHomed asserts the same paths), including the access links that
+// carry both copies; it used to fail with "link h1-r1 is a bridge".
+func TestPathsSingleHomedHostsAsReserve(t *testing.T) {
+	code, out, errs := run(t, "paths", "--topology", "../../../../e2e/testdata/ring.yaml", "--from", "h1", "--to", "h2", "--bandwidth", "8Mbit", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	var got pathsJSON
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"h1 r1 r2 r3 r6 h2", "h1 r1 r4 r5 r6 h2"}
+	if len(got.Paths) != 2 || strings.Join(got.Paths[0].Nodes, " ") != want[0] || strings.Join(got.Paths[1].Nodes, " ") != want[1] {
+		t.Fatalf("paths %+v, want %q", got.Paths, want)
+	}
+	if got.TotalCost != 13 || len(got.Shared) != 2 || got.Shared[0] != (sharedJSON{"h1-r1", 2}) || got.Shared[1] != (sharedJSON{"r6-h2", 2}) {
+		t.Fatalf("total %d, shared %+v", got.TotalCost, got.Shared)
+	}
+	code, out, _ = run(t, "paths", "--topology", "../../../../e2e/testdata/ring.yaml", "--from", "h1", "--to", "h2", "--bandwidth", "8Mbit")
+	if code != 0 || !strings.Contains(out, "h1-r1 is on all 2 paths") || !strings.Contains(out, "charged 16Mbit there") {
+		t.Fatalf("table: exit %d\n%s", code, out)
+	}
+	// Both copies must fit on the access link: 2 × 41Mbit > 80Mbit reservable.
+	code, _, errs = run(t, "paths", "--topology", "../../../../e2e/testdata/ring.yaml", "--from", "h1", "--to", "h2", "--bandwidth", "41Mbit")
+	if code != 1 || !strings.Contains(errs, "access link h1-r1") || !strings.Contains(errs, "2 copies") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = run(t, "paths", "--topology", "../../../../e2e/testdata/ring.yaml", "--from", "h1", "--to", "h3")
+	if code != 1 || !strings.Contains(errs, "both hang off router r1") {
+		t.Fatalf("same router: exit %d, stderr %q", code, errs)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/vonproject/von/internal/clifmt"
@@ -101,6 +103,18 @@ func runReserve(ctx context.Context, g *Global, name string, f *reserveFlags) er
 	if err := writeReservations(g.Stdout, format, []*vonv1.Reservation{r}, true); err != nil {
 		return err
 	}
+	if ne := r.GetNotEnforced(); len(ne) > 0 {
+		var where []string
+		for _, e := range ne {
+			where = append(where, e.GetRouter()+": "+e.GetReason())
+		}
+		err := fmt.Errorf("%s is committed but NOT enforced on %d router(s): %s", name, len(ne), strings.Join(where, "; "))
+		hint := "the manager keeps re-driving it; `vonctl get " + name + "` shows when it is enforced everywhere"
+		if !f.keepalive {
+			return failure(err, hint)
+		}
+		fmt.Fprintf(g.Stderr, "vonctl: warning: %v\nhint: %s\n", err, hint)
+	}
 	if !f.keepalive {
 		return nil
 	}
@@ -108,7 +122,9 @@ func runReserve(ctx context.Context, g *Global, name string, f *reserveFlags) er
 }
 
 // keepAlive renews the leases every third of ttl until ctx ends; then the leases run
-// out on their own unless someone else renews them.
+// out on their own unless someone else renews them. A broken stream (manager restart,
+// failover, network) is re-opened with backoff for as long as the leases last; only
+// an answer that a reservation is gone, or a request the manager rejects, ends it.
 func keepAlive(ctx context.Context, g *Global, c vonv1.ReservationServiceClient, names []string, ttl time.Duration) error {
 	if ttl <= 0 {
 		ttl = time.Hour
@@ -116,40 +132,79 @@ func keepAlive(ctx context.Context, g *Global, c vonv1.ReservationServiceClient,
 	every := max(ttl/3, 200*time.Millisecond)
 	fmt.Fprintf(g.Stderr, "vonctl: renewing %s every %s; interrupt to stop (the lease then runs out after %s)\n",
 		strings.Join(names, ", "), every, ttl)
+	leaseEnd := time.Now().Add(ttl) // the earliest lease end last confirmed
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
 	for {
 		stream, err := c.KeepAlive(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return g.rpcError(err)
+		if err == nil {
+			err = keepAliveStream(ctx, g, stream, names, ttl, every, func(end time.Time) {
+				leaseEnd, backoff = end, minBackoff
+			})
 		}
-		err = keepAliveStream(ctx, g, stream, names, ttl, every)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			return err
+		if !retryable(err) {
+			if e := (*exitError)(nil); errors.As(err, &e) {
+				return err
+			}
+			return g.rpcError(err)
+		}
+		if !time.Now().Before(leaseEnd) {
+			return failure(fmt.Errorf("the lease of %s ran out while the manager could not be reached: %v",
+				strings.Join(names, ", "), status.Convert(err).Message()), "reserve it again once the manager is back")
+		}
+		fmt.Fprintf(g.Stderr, "vonctl: keepalive interrupted (%s); retrying (lease until %s)\n",
+			status.Convert(err).Message(), leaseEnd.Format(time.TimeOnly))
+		wait := min(backoff, time.Until(leaseEnd), every)
+		backoff = min(2*backoff, 2*time.Second)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
 		}
 	}
 }
 
-func keepAliveStream(ctx context.Context, g *Global, stream vonv1.ReservationService_KeepAliveClient, names []string, ttl, every time.Duration) error {
+// retryable says whether a keepalive stream error is worth another stream:
+// transport and availability errors are, a rejected request is not.
+func retryable(err error) bool {
+	if e := (*exitError)(nil); errors.As(err, &e) {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}
+
+// keepAliveStream renews on one stream until it breaks (the gRPC error is
+// returned as it is) or a reservation is gone (a *cliError).
+func keepAliveStream(ctx context.Context, g *Global, stream vonv1.ReservationService_KeepAliveClient, names []string, ttl, every time.Duration,
+	renewed func(leaseEnd time.Time)) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if err := stream.Send(&vonv1.KeepAliveRequest{Names: names, Ttl: durationpb.New(ttl)}); err != nil {
-			return g.rpcError(err)
+			_, err = stream.Recv() // Send reports io.EOF; Recv has the real error
+			return err
 		}
 		resp, err := stream.Recv()
 		if err != nil {
-			return g.rpcError(err)
+			return err
 		}
+		var end time.Time
 		for _, r := range resp.GetRenewals() {
 			if r.GetError() != "" {
 				return failure(fmt.Errorf("renewing %s: %s", r.GetName(), r.GetError()), "the reservation is gone; reserve it again")
 			}
+			if e := r.GetLeaseExpireTime().AsTime(); end.IsZero() || e.Before(end) {
+				end = e
+			}
 		}
+		renewed(end)
 		select {
 		case <-ctx.Done():
 			_ = stream.CloseSend()

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vonproject/von/internal/clifmt"
+	"github.com/vonproject/von/pki"
 )
 
 // Exit codes.
@@ -25,10 +26,11 @@ const (
 
 // Global holds the persistent flags every command sees.
 type Global struct {
-	Manager string // manager address, --manager or $VON_MANAGER
-	Output  string // -o: table, json, yaml (some commands accept more)
-	Stdout  io.Writer
-	Stderr  io.Writer
+	Manager  string // manager address, --manager or $VON_MANAGER
+	Output   string // -o: table, json, yaml (some commands accept more)
+	Security pki.Flags
+	Stdout   io.Writer
+	Stderr   io.Writer
 }
 
 // Format parses -o against what a command accepts.
@@ -76,6 +78,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.Manager, "manager", os.Getenv("VON_MANAGER"), "manager address host:port (env VON_MANAGER)")
 	pf.StringVarP(&g.Output, "output", "o", "table", "output format: table, json or yaml")
+	g.Security.Register(pf)
 
 	// Commands: one file each.
 	root.AddCommand(newPathsCmd(g))

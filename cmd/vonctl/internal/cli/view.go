@@ -26,8 +26,17 @@ type reservationView struct {
 	Links        []linkView   `json:"links"`
 	Paths        []pairView   `json:"paths"`
 	Reason       string       `json:"reason,omitempty"`
-	Created      *time.Time   `json:"created,omitempty"`
-	Updated      *time.Time   `json:"updated,omitempty"`
+	// Routers where the committed ON is not installed now; the manager re-drives them.
+	NotEnforced []notEnforcedView `json:"not_enforced,omitempty"`
+	// Which path has lost a link or router, and why; empty while all are intact.
+	Degraded string     `json:"degraded,omitempty"`
+	Created  *time.Time `json:"created,omitempty"`
+	Updated  *time.Time `json:"updated,omitempty"`
+}
+
+type notEnforcedView struct {
+	Router string `json:"router"`
+	Reason string `json:"reason"`
 }
 
 type memberView struct {
@@ -39,6 +48,8 @@ type linkView struct {
 	Link      string `json:"link"`
 	Direction string `json:"direction"`
 	RateBps   uint64 `json:"rate_bps"`
+	// Copies of one message that cross the link: rate_bps = copies × the ON's rate.
+	Copies uint32 `json:"copies"`
 }
 
 type pairView struct {
@@ -55,7 +66,7 @@ func viewOf(r *vonv1.Reservation) reservationView {
 	v := reservationView{
 		Name: r.GetName(), OnID: r.GetOnId(), State: stateText(r.GetState()),
 		Rate: topology.FormatRate(r.GetRateBps()), RateBps: r.GetRateBps(),
-		Redundant: r.GetRedundant(), NodeDisjoint: r.GetNodeDisjoint(), Reason: r.GetFailureReason(),
+		Redundant: r.GetRedundant(), NodeDisjoint: r.GetNodeDisjoint(), Reason: r.GetFailureReason(), Degraded: r.GetDegraded(),
 		Members: []memberView{}, Links: []linkView{}, Paths: []pairView{},
 	}
 	if r.GetTtl() != nil {
@@ -74,12 +85,19 @@ func viewOf(r *vonv1.Reservation) reservationView {
 	for _, m := range r.GetMembers() {
 		v.Members = append(v.Members, memberView{m.GetName(), m.GetAddress()})
 	}
+	for _, e := range r.GetNotEnforced() {
+		v.NotEnforced = append(v.NotEnforced, notEnforcedView{e.GetRouter(), e.GetReason()})
+	}
 	for _, l := range r.GetLinks() {
 		d := "a->b"
 		if l.GetDirection() == vonv1.LinkDirection_LINK_DIRECTION_B_TO_A {
 			d = "b->a"
 		}
-		v.Links = append(v.Links, linkView{l.GetLink(), d, l.GetRateBps()})
+		c := l.GetCopies()
+		if c == 0 {
+			c = 1
+		}
+		v.Links = append(v.Links, linkView{l.GetLink(), d, l.GetRateBps(), c})
 	}
 	for _, pp := range r.GetPaths() {
 		pv := pairView{From: pp.GetSrcMember(), To: pp.GetDstMember()}
@@ -125,7 +143,14 @@ func writeReservations(w io.Writer, f clifmt.Format, rs []*vonv1.Reservation, si
 	tw := clifmt.NewTable(w)
 	fmt.Fprintln(tw, "NAME\tON-ID\tSTATE\tRATE\tMEMBERS\tREDUNDANT\tEXPIRES")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%v\t%s\n", r.GetName(), r.GetOnId(), stateText(r.GetState()),
+		state := stateText(r.GetState())
+		if n := len(r.GetNotEnforced()); n > 0 {
+			state += fmt.Sprintf(" (not enforced on %d)", n)
+		}
+		if r.GetDegraded() != "" {
+			state += " (degraded)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%v\t%s\n", r.GetName(), r.GetOnId(), state,
 			topology.FormatRate(r.GetRateBps()), memberNames(r), yesNo(r.GetRedundant()), expiresText(r))
 	}
 	return tw.Flush()
@@ -137,6 +162,12 @@ func writeDetail(w io.Writer, r *vonv1.Reservation) error {
 	fmt.Fprintf(tw, "Name:\t%s\n", v.Name)
 	fmt.Fprintf(tw, "ON id:\t%d (0x%08x)\n", v.OnID, v.OnID)
 	fmt.Fprintf(tw, "State:\t%s\n", v.State)
+	if v.Degraded != "" {
+		fmt.Fprintf(tw, "DEGRADED:\t%s\n", v.Degraded)
+	}
+	for _, e := range v.NotEnforced {
+		fmt.Fprintf(tw, "NOT ENFORCED on %s:\t%s (the manager keeps re-driving it)\n", e.Router, e.Reason)
+	}
 	if v.Reason != "" {
 		fmt.Fprintf(tw, "Reason:\t%s\n", v.Reason)
 	}
@@ -157,15 +188,25 @@ func writeDetail(w io.Writer, r *vonv1.Reservation) error {
 	if v.LeaseExpires != nil {
 		fmt.Fprintf(tw, "Lease:\t%s, expires %s (%s)\n", v.TTL, v.LeaseExpires.Format(time.RFC3339), expiresText(r))
 	}
+	// Admission arithmetic: each link direction is charged copies × rate, once for the
+	// whole ON (not per member pair).
 	links := map[string]bool{}
-	var names []string
+	var total uint64
 	for _, l := range v.Links {
-		if !links[l.Link] {
-			links[l.Link] = true
-			names = append(names, l.Link)
+		total += l.RateBps
+		if links[l.Link] {
+			continue
 		}
+		links[l.Link] = true
+		why := ""
+		if l.Copies > 1 {
+			why = " (both paths cross it: every message twice)"
+		}
+		fmt.Fprintf(tw, "Charged %s:\t%d × %s = %s each way%s\n", l.Link, l.Copies, v.Rate, topology.FormatRate(l.RateBps), why)
 	}
-	fmt.Fprintf(tw, "Links charged:\t%s (both directions)\n", strings.Join(names, ", "))
+	if len(v.Links) > 0 {
+		fmt.Fprintf(tw, "Charged in all:\t%s over %d link directions\n", topology.FormatRate(total), len(v.Links))
+	}
 	for _, pp := range v.Paths {
 		for i, p := range pp.Paths {
 			fmt.Fprintf(tw, "Path %d %s→%s:\t%s (cost %d)\n", i, pp.From, pp.To, strings.Join(p.Nodes, " → "), p.Cost)

@@ -1,4 +1,7 @@
-package reservation
+// Package managerd is von-manager's daemon: it wires the store (an embedded etcd
+// or an external cluster), a reservation.Manager, its gRPC server with mutual TLS,
+// and the metrics endpoint, and runs them until stopped.
+package managerd
 
 import (
 	"context"
@@ -7,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,27 +21,46 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/vonproject/von/etcdembed"
+	"github.com/vonproject/von/pki"
+	"github.com/vonproject/von/reservation"
 )
 
-// DaemonConfig is what von-manager is started with.
-type DaemonConfig struct {
+// Config is what von-manager is started with.
+type Config struct {
 	Listen        string   // gRPC address for vonctl, the SDK and agents
 	DataDir       string   // embedded etcd data (when EtcdEndpoints is empty)
 	EtcdEndpoints []string // external etcd cluster instead of the embedded one
 	MetricsAddr   string   // Prometheus /metrics; empty disables
-	Manager       Config
+	Pprof         bool     // also serve Go's /debug/pprof/ there (profiling)
+	Manager       reservation.Config
 	// Ready, if set, is called with the bound gRPC address once serving.
 	Ready func(addr string)
+	// TLS is the manager's certificate (kind manager): every client must
+	// present one from the same CA and is authorized by it. Insecure must be
+	// set instead to serve plaintext to anyone; one of the two is required.
+	TLS      *pki.Material
+	Insecure bool
 }
 
-// RunDaemon runs a manager until ctx ends: etcd (embedded unless endpoints are given),
+// Run runs a manager until ctx ends: etcd (embedded unless endpoints are given),
 // the gRPC services, the leader loops and the metrics endpoint.
-func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
+func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Manager.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 		cfg.Manager.Logger = log
 	}
+	switch {
+	case cfg.TLS == nil && !cfg.Insecure:
+		return fmt.Errorf("von-manager: %w: give a manager certificate, or choose insecure (plaintext) explicitly", pki.ErrNoCredentials)
+	case cfg.TLS != nil && cfg.Insecure:
+		return errors.New("von-manager: TLS and insecure together: choose one")
+	case cfg.TLS != nil && cfg.TLS.Identity().Kind != pki.KindManager:
+		return fmt.Errorf("von-manager: the certificate names %s, not a manager", cfg.TLS.Identity())
+	}
+	cfg.Manager.TLS = cfg.TLS
 	endpoints := cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
 		if cfg.DataDir == "" {
@@ -46,7 +69,7 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("von-manager: data dir: %w", err)
 		}
-		e, err := StartEmbedded(ctx, EmbeddedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), Logger: log})
+		e, err := etcdembed.Start(ctx, etcdembed.Options{Dir: filepath.Join(cfg.DataDir, "etcd"), Logger: log})
 		if err != nil {
 			return err
 		}
@@ -73,20 +96,22 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 			cfg.Manager.ID += "/" + cfg.DataDir
 		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg.Manager.Metrics = NewMetrics(reg)
-	m := New(cli, cfg.Manager)
-	defer m.Close()
-	reg.MustRegister(m.StateCollector())
-
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("von-manager: listen %s: %w", cfg.Listen, err)
 	}
-	gs := grpc.NewServer()
-	srv := &Server{M: m}
-	registerServices(gs, srv)
+	defer lis.Close()
+	if cfg.Manager.Advertise == "" {
+		cfg.Manager.Advertise = advertised(lis.Addr())
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Manager.Metrics = reservation.NewMetrics(reg)
+	m := reservation.New(cli, cfg.Manager)
+	defer m.Close()
+	reg.MustRegister(m.StateCollector())
+
+	gs := reservation.NewGRPCServer(m, cfg.TLS)
 	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(lis) }()
 	var hs *http.Server
@@ -98,6 +123,11 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- hs.Serve(ml) }()
 	}
@@ -105,7 +135,11 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 	defer rcancel()
 	runDone := make(chan struct{})
 	go func() { errc <- m.Run(rctx); close(runDone) }()
-	log.Info("von-manager serving", "listen", lis.Addr().String(), "etcd", endpoints, "metrics", cfg.MetricsAddr)
+	security := "insecure (plaintext, no authorization)"
+	if cfg.TLS != nil {
+		security = "mutual TLS as " + cfg.TLS.Identity().String()
+	}
+	log.Info("von-manager serving", "listen", lis.Addr().String(), "etcd", endpoints, "metrics", cfg.MetricsAddr, "security", security)
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr().String())
 	}
@@ -131,4 +165,19 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 	}
 	log.Info("von-manager stopped")
 	return err
+}
+
+// advertised is the address other managers reach a listener at: its own, or
+// this host's name with its port when it listens on every address.
+func advertised(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(h, port)
+		}
+	}
+	return a.String()
 }

@@ -1,0 +1,141 @@
+package reservation
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vonv1 "github.com/vonproject/von/proto/von/v1"
+)
+
+// rec is a reservation record over the given routers (a path h1 → routers → h2).
+func rec(name string, id uint32, state vonv1.ReservationState, exp time.Time, routers ...string) *vonv1.Reservation {
+	nodes := append(append([]string{"h1"}, routers...), "h2")
+	return &vonv1.Reservation{Name: name, OnId: id, State: state, RateBps: 1000,
+		Members:         []*vonv1.Member{{Name: "h1"}, {Name: "h2"}},
+		Paths:           []*vonv1.MemberPairPaths{{Paths: []*vonv1.Path{{Nodes: nodes}}}},
+		LeaseExpireTime: timestamppb.New(exp), UpdateTime: timestamppb.Now()}
+}
+
+// The leader's index follows every write to the records: per router the
+// committed ONs crossing it, the revision of the last change of that set
+// (renewals are no change), deadlines in order, counts by state.
+func TestIndexFollowsTheStore(t *testing.T) {
+	_, cli := newEtcd(t)
+	ctx := context.Background()
+	m := New(cli, Config{Retention: time.Hour})
+	put := func(r *vonv1.Reservation) int64 {
+		t.Helper()
+		op, err := m.store.putOn(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.Txn(ctx).Then(op).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	now := time.Now()
+	committed := vonv1.ReservationState_RESERVATION_STATE_COMMITTED
+	put(rec("before", 1, committed, now.Add(time.Hour), "r1", "r2")) // loaded, not watched
+	lctx, cancel := context.WithCancel(ctx)
+	x, done, err := m.loadIndex(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); <-done }()
+	catch := func() {
+		t.Helper()
+		resp, err := cli.Get(ctx, "x")
+		if err != nil || !x.waitFor(ctx, resp.Header.Revision) {
+			t.Fatalf("index did not catch up: %v", err)
+		}
+	}
+	names := func(node string) []string {
+		recs, _ := x.committedOn(node)
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.GetName())
+		}
+		slices.Sort(out)
+		return out
+	}
+	r2 := put(rec("a", 2, committed, now.Add(-time.Second), "r2", "r3"))
+	catch()
+	if got := names("r2"); !slices.Equal(got, []string{"a", "before"}) {
+		t.Fatalf("r2 carries %v", got)
+	}
+	if x.lastChange("r3") != r2 || x.lastChange("r1") != 0 {
+		t.Fatalf("last changes: r3 %d (want %d), r1 %d", x.lastChange("r3"), r2, x.lastChange("r1"))
+	}
+	// A renewal changes no router's set.
+	put(rec("a", 2, committed, now.Add(-time.Millisecond), "r2", "r3"))
+	catch()
+	if x.lastChange("r3") != r2 {
+		t.Fatalf("a renewal counted as a change of r3's state")
+	}
+	// Only the latest lease of "a" is due, once.
+	due := x.duePast(now)
+	if len(due) != 1 || due[0].GetName() != "a" || len(x.duePast(now)) != 0 {
+		t.Fatalf("due: %v", due)
+	}
+	// Re-routed, then released: both are changes for every router involved.
+	r3 := put(rec("a", 2, committed, now.Add(time.Hour), "r4"))
+	catch()
+	if x.lastChange("r2") != r3 || x.lastChange("r4") != r3 || !slices.Equal(names("r4"), []string{"a"}) || len(names("r3")) != 0 {
+		t.Fatalf("re-route: r2 %d r4 %d (want %d), r4 %v r3 %v", x.lastChange("r2"), x.lastChange("r4"), r3, names("r4"), names("r3"))
+	}
+	rel := rec("a", 2, vonv1.ReservationState_RESERVATION_STATE_RELEASED, now, "r4")
+	rel.UpdateTime = timestamppb.New(now.Add(-2 * time.Hour))
+	r4 := put(rel)
+	catch()
+	if x.lastChange("r4") != r4 || len(names("r4")) != 0 {
+		t.Fatalf("release: r4 %d (want %d), %v", x.lastChange("r4"), r4, names("r4"))
+	}
+	if due := x.duePast(now); len(due) != 1 || due[0].GetState() != vonv1.ReservationState_RESERVATION_STATE_RELEASED {
+		t.Fatalf("a terminal record past retention is due: %v", due)
+	}
+	counts := x.stateCounts()
+	if counts[committed] != 1 || counts[vonv1.ReservationState_RESERVATION_STATE_RELEASED] != 1 {
+		t.Fatalf("counts: %v", counts)
+	}
+	if ids := x.idsByRouter(); !slices.Equal(ids["r1"], []uint32{1}) || len(ids["r4"]) != 0 {
+		t.Fatalf("ids: %v", ids)
+	}
+	if _, err := cli.Delete(ctx, m.store.onKey("a")); err != nil {
+		t.Fatal(err)
+	}
+	catch()
+	if counts := x.stateCounts(); counts[vonv1.ReservationState_RESERVATION_STATE_RELEASED] != 0 {
+		t.Fatalf("deleted record still counted: %v", counts)
+	}
+}
+
+// Writes outside the reservations (here agent records) move the store's
+// revision without a watch event; the index still catches up at once when
+// asked, instead of falling back to reading every record.
+func TestIndexCatchesUpWithoutEvents(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	ctx := context.Background()
+	for i := range 5 {
+		if err := m.store.PutAgent(ctx, &vonv1.Agent{Node: "r1", Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.Get(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if x := m.caughtUp(ctx); x == nil || !x.reflects(resp.Header.Revision) {
+			t.Fatalf("write %d: the index did not catch up", i)
+		}
+		if d := time.Since(t0); d > time.Second {
+			t.Fatalf("write %d: catching up took %v", i, d)
+		}
+	}
+}
