@@ -22,6 +22,7 @@ type pathsFlags struct {
 	bandwidth    string
 	k            int
 	ignoreSRLG   bool
+	pairs        string
 }
 
 func newPathsCmd(g *Global) *cobra.Command {
@@ -37,10 +38,17 @@ Only links whose reservable capacity carries --bandwidth in both directions are 
 and the paths share no shared-risk link group (srlg) unless --ignore-srlg is given.
 With -o json the output is {"paths":[{"nodes":[...],"links":[...],"cost":N},...],"total_cost":N};
 -o dot draws the topology with the paths coloured (render with Graphviz: dot -Tsvg).
-If no such paths exist, vonctl says which constraint made it impossible and exits 1.`,
+If no such paths exist, vonctl says which constraint made it impossible and exits 1.
+
+--pairs FILE answers many pairs in one run (the topology is read once): FILE holds
+one "FROM TO" pair per line (blank lines and # comments are skipped). The table has
+one row per pair; -o json/yaml gives {"pairs":[{"from":..,"to":..,"paths":[..],
+"total_cost":N} or {"from":..,"to":..,"error":".."},...]}. A pair without paths does
+not stop the others; vonctl exits 1 if any pair failed.`,
 		Example: `  vonctl paths --topology topo.yaml --from h1 --to h2
   vonctl paths --topology topo.yaml --from h1 --to h2 --node-disjoint --bandwidth 10Mbit -o json
-  vonctl paths --topology topo.yaml --from h1 --to h2 -o dot | dot -Tsvg > paths.svg`,
+  vonctl paths --topology topo.yaml --from h1 --to h2 -o dot | dot -Tsvg > paths.svg
+  vonctl paths --topology topo.yaml --pairs pairs.txt -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPaths(g, f) },
 	}
@@ -52,6 +60,7 @@ If no such paths exist, vonctl says which constraint made it impossible and exit
 	fl.StringVar(&f.bandwidth, "bandwidth", "", "rate every link must carry in both directions, e.g. 10Mbit")
 	fl.IntVarP(&f.k, "paths", "k", 2, "number of disjoint paths (1 = plain shortest path)")
 	fl.BoolVar(&f.ignoreSRLG, "ignore-srlg", false, "allow the paths to share shared-risk link groups")
+	fl.StringVar(&f.pairs, "pairs", "", "answer every pair in FILE (one \"FROM TO\" per line, - for stdin) in one run")
 	return cmd
 }
 
@@ -81,8 +90,18 @@ func runPaths(g *Global, f *pathsFlags) error {
 	if err != nil {
 		return err
 	}
+	need := []struct{ name, v string }{{"--topology", f.topology}, {"--from", f.from}, {"--to", f.to}}
+	if f.pairs != "" {
+		if f.from != "" || f.to != "" {
+			return usageError(errors.New("--pairs answers the pairs in its file: drop --from and --to"))
+		}
+		if format == clifmt.Dot {
+			return usageError(errors.New("--pairs has no -o dot (draw one pair at a time)"))
+		}
+		need = need[:1]
+	}
 	var missing []string
-	for _, m := range []struct{ name, v string }{{"--topology", f.topology}, {"--from", f.from}, {"--to", f.to}} {
+	for _, m := range need {
 		if m.v == "" {
 			missing = append(missing, m.name)
 		}
@@ -111,23 +130,41 @@ func runPaths(g *Global, f *pathsFlags) error {
 	if err != nil {
 		return failure(err, "")
 	}
+	if f.pairs != "" {
+		return runPairs(g, f, opt, format, topo, graph)
+	}
 	if _, err := nodeArg(topo, graph, "--from", f.from); err != nil {
 		return err
 	}
 	if _, err := nodeArg(topo, graph, "--to", f.to); err != nil {
 		return err
 	}
-	plan, err := onpath.PlanON(topo, graph, onpath.Request{Members: []string{f.from, f.to}, Paths: f.k,
-		NodeDisjoint: f.nodeDisjoint, IgnoreSRLG: f.ignoreSRLG, Rate: opt.Rate})
+	out, res, err := planPair(topo, graph, f, opt, f.from, f.to)
 	if err != nil {
 		return pathsFailure(err)
 	}
-	res := plan.Pairs[0].Result
 	if res.Heuristic {
 		fmt.Fprintf(g.Stderr, "warning: %s\n", res.Note)
 	}
+	switch format {
+	case clifmt.Table:
+		return pathsTable(g.Stdout, out, f, opt)
+	case clifmt.Dot:
+		return pathsDot(g.Stdout, topo, res, out, f, opt)
+	default:
+		return clifmt.Write(g.Stdout, format, out)
+	}
+}
 
-	out := pathsJSON{TotalCost: res.TotalCost, Paths: make([]pathJSON, len(res.Paths))}
+// planPair plans the paths between from and to as reserve would.
+func planPair(topo *topology.Topology, graph *disjoint.Graph, f *pathsFlags, opt disjoint.Options, from, to string) (*pathsJSON, *disjoint.Result, error) {
+	plan, err := onpath.PlanON(topo, graph, onpath.Request{Members: []string{from, to}, Paths: f.k,
+		NodeDisjoint: f.nodeDisjoint, IgnoreSRLG: f.ignoreSRLG, Rate: opt.Rate})
+	if err != nil {
+		return nil, nil, err
+	}
+	res := plan.Pairs[0].Result
+	out := &pathsJSON{TotalCost: res.TotalCost, Paths: make([]pathJSON, len(res.Paths))}
 	for i, p := range res.Paths {
 		pj := pathJSON{Cost: p.Cost, Nodes: make([]string, len(p.Nodes)), Links: make([]string, len(p.Links))}
 		for j, v := range p.Nodes {
@@ -143,14 +180,7 @@ func runPaths(g *Global, f *pathsFlags) error {
 			out.Shared = append(out.Shared, sharedJSON{Link: graph.LinkName(l), Copies: c})
 		}
 	}
-	switch format {
-	case clifmt.Table:
-		return pathsTable(g.Stdout, &out, f, opt)
-	case clifmt.Dot:
-		return pathsDot(g.Stdout, topo, res, &out, f, opt)
-	default:
-		return clifmt.Write(g.Stdout, format, out)
-	}
+	return out, res, nil
 }
 
 func nodeArg(topo *topology.Topology, graph *disjoint.Graph, flag, name string) (int, error) {
