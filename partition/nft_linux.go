@@ -151,25 +151,10 @@ func (r *Router) chains() []*nftables.Chain {
 type elems map[string]map[string][]byte
 
 func (r *Router) wantElems(d Desired, links map[string]linkInfo, marks map[pinKey]uint32) elems {
-	e := elems{setAccess: {}, setMembers: {}, mapClasses: {}, mapPins: {}}
-	ne := binaryutil.NativeEndian
-	for _, a := range d.Access {
-		e[setAccess][string(ne.PutUint32(uint32(links[a].index)))] = nil
-	}
+	e := elems{setAccess: r.accessElems(d, links), setMembers: {}, mapClasses: {}, mapPins: {}}
 	for _, on := range d.ONs {
-		id := ne.PutUint32(on.ID)
 		m, _ := r.alloc.minor(on.ID)
-		e[mapClasses][string(id)] = ne.PutUint32(r.handle(m))
-		for _, p := range on.Pins {
-			e[mapPins][string(pinElemKey(on.ID, p))] = ne.PutUint32(marks[pinKey{p.NextHop, links[p.Egress].index}])
-		}
-		for _, pol := range on.Policing {
-			iif := ne.PutUint32(uint32(links[pol.Access].index))
-			e[setAccess][string(iif)] = nil
-			for _, m := range pol.Members {
-				e[setMembers][string(slices.Concat(iif, id, m.AsSlice()))] = nil
-			}
-		}
+		r.onElems(e, on, m, links, marks)
 	}
 	return e
 }

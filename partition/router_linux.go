@@ -38,7 +38,8 @@ type Router struct {
 	kick      chan struct{}
 	stop      chan struct{}
 	stopOnce  sync.Once
-	holdFlush bool // tests: leave deferred deletions queued
+	holdFlush bool                  // tests: leave deferred deletions queued
+	patched   struct{ tc, nft int } // tests: converges done as a patch
 	flushed   chan struct{}
 	closed    bool
 }
@@ -49,6 +50,7 @@ type view struct {
 	tc    tcState
 	nft   nftState
 	rt    routeState
+	marks map[pinKey]uint32 // pin slot marks the nftables pins map points at
 }
 
 // New opens netlink sockets in the configured namespace, checks the kernel
@@ -255,29 +257,46 @@ func (r *Router) Update(ctx context.Context, d Desired) error {
 }
 
 func (r *Router) apply(ctx context.Context, d Desired, full bool) error {
-	nd, err := d.normalize()
-	if err != nil {
-		return err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return ErrClosed
 	}
-	return r.applyLocked(ctx, nd, full)
+	var prev []ON
+	if r.last != nil {
+		prev = r.last.ONs
+	}
+	nd, same, err := d.normalizeFrom(prev)
+	if err != nil {
+		return err
+	}
+	return r.applyLocked(ctx, nd, same, full)
 }
 
-func (r *Router) applyLocked(ctx context.Context, d Desired, full bool) error {
-	snap := r.alloc.clone()
-	keep := map[uint32]bool{}
-	for _, on := range d.ONs {
-		keep[on.ID] = true
+func (r *Router) applyLocked(ctx context.Context, d Desired, same []bool, full bool) error {
+	var dl *delta
+	if !full && same != nil {
+		dl = r.deltaFor(d, same)
 	}
-	r.alloc.retain(keep)
-	for _, on := range d.ONs {
-		if _, err := r.alloc.assign(on.ID); err != nil {
-			r.alloc = snap
+	var restore func()
+	if dl != nil {
+		var err error
+		if restore, err = r.patchAlloc(dl); err != nil {
 			return err
+		}
+	} else {
+		snap := r.alloc.clone()
+		restore = func() { r.alloc = snap }
+		keep := map[uint32]bool{}
+		for _, on := range d.ONs {
+			keep[on.ID] = true
+		}
+		r.alloc.retain(keep)
+		for _, on := range d.ONs {
+			if _, err := r.alloc.assign(on.ID); err != nil {
+				restore()
+				return err
+			}
 		}
 	}
 	var j journal
@@ -286,9 +305,9 @@ func (r *Router) applyLocked(ctx context.Context, d Desired, full bool) error {
 	if full {
 		cur = nil
 	}
-	next, deferred, err := r.converge(ctx, d, cur, !full, &j)
+	next, deferred, err := r.converge(ctx, d, cur, !full, dl, &j)
 	if err != nil {
-		r.alloc = snap
+		restore()
 		if uerr := j.rollback(); uerr != nil {
 			r.log.Error("rollback incomplete", "err", uerr)
 			return fmt.Errorf("%w: %w (undo: %w)", ErrRollbackFailed, err, uerr)
@@ -328,12 +347,16 @@ func (r *Router) saveLocked() error {
 // delete what is no longer wanted. It starts from cur, or from what the kernel
 // holds when cur is nil or its interfaces changed since, and returns the
 // state it leaves.
-func (r *Router) converge(ctx context.Context, d Desired, cur *view, lazy bool, j *journal) (*view, elems, error) {
+//
+// With a delta (Update of a few ONs, cur trusted) only the changed ONs'
+// classes and entries are written.
+func (r *Router) converge(ctx context.Context, d Desired, cur *view, lazy bool, dl *delta, j *journal) (*view, elems, error) {
 	links, err := r.resolveLinks(d)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cur == nil || !sameLinks(cur.links, links) {
+		dl = nil
 		if cur, err = r.read(); err != nil {
 			return nil, nil, err
 		}
@@ -348,7 +371,16 @@ func (r *Router) converge(ctx context.Context, d Desired, cur *view, lazy bool, 
 		cur = &c
 	}
 	next := &view{links: links}
-	tcNext, tcDel, err := r.tcConverge(ctx, d, links, cur.tc, j)
+	var (
+		tcNext tcState
+		tcDel  func() error
+	)
+	if dl != nil && r.canPatchTC(d, links, cur.tc) {
+		tcNext, tcDel, err = r.tcPatch(ctx, d, links, cur.tc, dl, j)
+		r.patched.tc++
+	} else {
+		tcNext, tcDel, err = r.tcConverge(ctx, d, links, cur.tc, j)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -360,12 +392,18 @@ func (r *Router) converge(ctx context.Context, d Desired, cur *view, lazy bool, 
 	if err != nil {
 		return nil, nil, err
 	}
-	next.rt = rtNext
+	next.rt, next.marks = rtNext, pinMarks
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	var deferred elems
-	if next.nft, deferred, err = r.nftConverge(ctx, d, links, pinMarks, cur.nft, lazy, j); err != nil {
+	if dl != nil && cur.nft.exists && cur.nft.wellFormd && (len(d.ONs) > 0 || len(d.Access) > 0) && marksKept(cur.marks, pinMarks) {
+		next.nft, deferred, err = r.nftPatch(ctx, d, links, cur.marks, pinMarks, cur.nft, dl, lazy, j)
+		r.patched.nft++
+	} else {
+		next.nft, deferred, err = r.nftConverge(ctx, d, links, pinMarks, cur.nft, lazy, j)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := rtDel(); err != nil {
@@ -455,7 +493,7 @@ func (r *Router) Remove(ctx context.Context, onID uint32) error {
 		}
 		d = cur.without(onID)
 	}
-	return r.applyLocked(ctx, d, true)
+	return r.applyLocked(ctx, d, nil, true)
 }
 
 // Observe reads per-interface, per-ON HTB counters and the policing counter.

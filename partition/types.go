@@ -1,8 +1,10 @@
 package partition
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -169,17 +171,25 @@ type Observed struct {
 
 // normalize validates d and returns a sorted deep copy.
 func (d Desired) normalize() (Desired, error) {
-	var out Desired
+	out, _, err := d.normalizeFrom(nil)
+	return out, err
+}
+
+// normalizeFrom is normalize for a d that is mostly prev (normalized, sorted
+// by id): an ON equal to its version in prev is validated against the
+// interfaces and capacities but not copied again, and same[i] reports that
+// out.ONs[i] is prev's copy.
+func (d Desired) normalizeFrom(prev []ON) (out Desired, same []bool, err error) {
 	names := map[string]uint64{}
 	for _, ifc := range d.Interfaces {
 		if err := checkIfName(ifc.Name); err != nil {
-			return out, err
+			return out, nil, err
 		}
 		if _, dup := names[ifc.Name]; dup {
-			return out, fmt.Errorf("%w: interface %q listed twice", ErrInvalid, ifc.Name)
+			return out, nil, fmt.Errorf("%w: interface %q listed twice", ErrInvalid, ifc.Name)
 		}
 		if ifc.Capacity < 8000 {
-			return out, fmt.Errorf("%w: interface %q capacity %d bit/s, need at least 8000", ErrInvalid, ifc.Name, ifc.Capacity)
+			return out, nil, fmt.Errorf("%w: interface %q capacity %d bit/s, need at least 8000", ErrInvalid, ifc.Name, ifc.Capacity)
 		}
 		names[ifc.Name] = ifc.Capacity
 		out.Interfaces = append(out.Interfaces, ifc)
@@ -187,75 +197,135 @@ func (d Desired) normalize() (Desired, error) {
 	sort.Slice(out.Interfaces, func(i, j int) bool { return out.Interfaces[i].Name < out.Interfaces[j].Name })
 	for _, a := range d.Access {
 		if err := checkIfName(a); err != nil {
-			return out, err
+			return out, nil, err
 		}
 		out.Access = append(out.Access, a)
 	}
 	reserved := map[string]uint64{}
-	ids := map[uint32]bool{}
+	out.ONs = make([]ON, 0, len(d.ONs))
+	same = make([]bool, 0, len(d.ONs))
+	hint := 0 // where in prev the next ON is looked for first (d mostly in id order)
 	for _, on := range d.ONs {
-		if ids[on.ID] {
-			return out, fmt.Errorf("%w: ON %d listed twice", ErrInvalid, on.ID)
-		}
-		ids[on.ID] = true
-		n := ON{ID: on.ID, Rates: map[string]uint64{}}
 		for ifn, rate := range on.Rates {
 			capacity, ok := names[ifn]
 			if !ok {
-				return out, fmt.Errorf("%w: ON %d has a rate on %q, which is not a managed interface", ErrInvalid, on.ID, ifn)
+				return out, nil, fmt.Errorf("%w: ON %d has a rate on %q, which is not a managed interface", ErrInvalid, on.ID, ifn)
 			}
 			if rate < 8 {
-				return out, fmt.Errorf("%w: ON %d rate %d bit/s on %q, need at least 8", ErrInvalid, on.ID, rate, ifn)
+				return out, nil, fmt.Errorf("%w: ON %d rate %d bit/s on %q, need at least 8", ErrInvalid, on.ID, rate, ifn)
 			}
 			reserved[ifn] += rate
 			if reserved[ifn] > capacity {
-				return out, fmt.Errorf("%w: %q: %d bit/s reserved > capacity %d", ErrOverbooked, ifn, reserved[ifn], capacity)
+				return out, nil, fmt.Errorf("%w: %q: %d bit/s reserved > capacity %d", ErrOverbooked, ifn, reserved[ifn], capacity)
 			}
-			n.Rates[ifn] = rate
 		}
-		seen := map[[2]any]bool{}
-		for _, p := range on.Pins {
-			if p.Path > 1 {
-				return out, fmt.Errorf("%w: ON %d pin path index %d (0 or 1)", ErrInvalid, on.ID, p.Path)
-			}
-			if !p.Dst.Is4() || !p.NextHop.Is4() {
-				return out, fmt.Errorf("%w: ON %d pin dst %v next hop %v: IPv4 addresses required", ErrInvalid, on.ID, p.Dst, p.NextHop)
-			}
-			if err := checkIfName(p.Egress); err != nil {
-				return out, fmt.Errorf("ON %d pin: %w", on.ID, err)
-			}
-			k := [2]any{p.Path, p.Dst}
-			if seen[k] {
-				return out, fmt.Errorf("%w: ON %d pins path %d to %v twice", ErrInvalid, on.ID, p.Path, p.Dst)
-			}
-			seen[k] = true
-			n.Pins = append(n.Pins, p)
+		var p *ON
+		if hint < len(prev) && prev[hint].ID == on.ID {
+			p = &prev[hint]
+			hint++
+		} else if i, ok := slices.BinarySearchFunc(prev, on.ID, func(o ON, id uint32) int { return cmp.Compare(o.ID, id) }); ok {
+			p = &prev[i]
+			hint = i + 1
 		}
-		sort.Slice(n.Pins, func(i, j int) bool {
-			if n.Pins[i].Path != n.Pins[j].Path {
-				return n.Pins[i].Path < n.Pins[j].Path
-			}
-			return n.Pins[i].Dst.Less(n.Pins[j].Dst)
-		})
-		for _, pol := range on.Policing {
-			if err := checkIfName(pol.Access); err != nil {
-				return out, fmt.Errorf("ON %d policing: %w", on.ID, err)
-			}
-			np := Policing{Access: pol.Access}
-			for _, m := range pol.Members {
-				if !m.Is4() {
-					return out, fmt.Errorf("%w: ON %d member %v: IPv4 address required", ErrInvalid, on.ID, m)
-				}
-				np.Members = append(np.Members, m)
-			}
-			slices.SortFunc(np.Members, func(a, b netip.Addr) int { return a.Compare(b) })
-			np.Members = slices.Compact(np.Members)
-			n.Policing = append(n.Policing, np)
+		if p != nil && sameON(on, p) {
+			out.ONs, same = append(out.ONs, *p), append(same, true)
+			continue
 		}
-		out.ONs = append(out.ONs, n)
+		n, err := normalizeON(on)
+		if err != nil {
+			return out, nil, err
+		}
+		out.ONs, same = append(out.ONs, n), append(same, false)
 	}
-	sort.Slice(out.ONs, func(i, j int) bool { return out.ONs[i].ID < out.ONs[j].ID })
-	return out, nil
+	if !slices.IsSortedFunc(out.ONs, byID) {
+		// pdqsort: O(n) for the usual input, sorted but for a few ONs.
+		type item struct {
+			on   ON
+			same bool
+		}
+		items := make([]item, len(out.ONs))
+		for i := range items {
+			items[i] = item{out.ONs[i], same[i]}
+		}
+		slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.on.ID, b.on.ID) })
+		for i, it := range items {
+			out.ONs[i], same[i] = it.on, it.same
+		}
+	}
+	for i := 1; i < len(out.ONs); i++ {
+		if out.ONs[i].ID == out.ONs[i-1].ID {
+			return out, nil, fmt.Errorf("%w: ON %d listed twice", ErrInvalid, out.ONs[i].ID)
+		}
+	}
+	return out, same, nil
+}
+
+func byID(a, b ON) int { return cmp.Compare(a.ID, b.ID) }
+
+// sameON says whether on, as given, is already the normalized p.
+func sameON(on ON, p *ON) bool {
+	if on.ID != p.ID || !maps.Equal(on.Rates, p.Rates) || !slices.Equal(on.Pins, p.Pins) || len(on.Policing) != len(p.Policing) {
+		return false
+	}
+	for i, pol := range on.Policing {
+		if pol.Access != p.Policing[i].Access || !slices.Equal(pol.Members, p.Policing[i].Members) {
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeON validates one ON's pins and policing and returns a sorted deep
+// copy (rates are checked by the caller, against the interfaces).
+func normalizeON(on ON) (ON, error) {
+	n := ON{ID: on.ID, Rates: maps.Clone(on.Rates)}
+	if n.Rates == nil {
+		n.Rates = map[string]uint64{}
+	}
+	type pinSlot struct {
+		path uint8
+		dst  netip.Addr
+	}
+	seen := map[pinSlot]bool{}
+	for _, p := range on.Pins {
+		if p.Path > 1 {
+			return n, fmt.Errorf("%w: ON %d pin path index %d (0 or 1)", ErrInvalid, on.ID, p.Path)
+		}
+		if !p.Dst.Is4() || !p.NextHop.Is4() {
+			return n, fmt.Errorf("%w: ON %d pin dst %v next hop %v: IPv4 addresses required", ErrInvalid, on.ID, p.Dst, p.NextHop)
+		}
+		if err := checkIfName(p.Egress); err != nil {
+			return n, fmt.Errorf("ON %d pin: %w", on.ID, err)
+		}
+		k := pinSlot{p.Path, p.Dst}
+		if seen[k] {
+			return n, fmt.Errorf("%w: ON %d pins path %d to %v twice", ErrInvalid, on.ID, p.Path, p.Dst)
+		}
+		seen[k] = true
+		n.Pins = append(n.Pins, p)
+	}
+	sort.Slice(n.Pins, func(i, j int) bool {
+		if n.Pins[i].Path != n.Pins[j].Path {
+			return n.Pins[i].Path < n.Pins[j].Path
+		}
+		return n.Pins[i].Dst.Less(n.Pins[j].Dst)
+	})
+	for _, pol := range on.Policing {
+		if err := checkIfName(pol.Access); err != nil {
+			return n, fmt.Errorf("ON %d policing: %w", on.ID, err)
+		}
+		np := Policing{Access: pol.Access}
+		for _, m := range pol.Members {
+			if !m.Is4() {
+				return n, fmt.Errorf("%w: ON %d member %v: IPv4 address required", ErrInvalid, on.ID, m)
+			}
+			np.Members = append(np.Members, m)
+		}
+		slices.SortFunc(np.Members, func(a, b netip.Addr) int { return a.Compare(b) })
+		np.Members = slices.Compact(np.Members)
+		n.Policing = append(n.Policing, np)
+	}
+	return n, nil
 }
 
 func checkIfName(n string) error {

@@ -3,6 +3,7 @@ package partition
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -160,5 +161,84 @@ func TestUpdateDefersDeletions(t *testing.T) {
 			t.Fatal("the deferred deletion never went out")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A long random sequence of small changes, each an Update of the last: the
+// patches (only the changed ONs written) must leave, every few steps, what a
+// full Apply of the same state leaves.
+func TestPatchMatchesApply(t *testing.T) {
+	ctx := context.Background()
+	ns, _ := pairNS(t)
+	r := newRouter(t, ns, Config{})
+	rnd := rand.New(rand.NewPCG(7, 11))
+	hops := []struct{ nh, egress string }{{"10.77.0.2", "a0"}, {"10.77.0.6", "b0"}}
+	randomON := func(id uint32) ON {
+		on := ON{ID: id, Rates: map[string]uint64{}}
+		for _, ifc := range []string{"a0", "b0"} {
+			if rnd.IntN(3) > 0 {
+				on.Rates[ifc] = uint64(1+rnd.IntN(10)) * 100e3
+			}
+		}
+		for path := range uint8(2) {
+			if rnd.IntN(2) == 0 {
+				h := hops[rnd.IntN(2)]
+				on.Pins = append(on.Pins, Pin{Path: path, Dst: mustAddr(fmt.Sprintf("10.77.5.%d", 1+rnd.IntN(3))), NextHop: mustAddr(h.nh), Egress: h.egress})
+			}
+		}
+		if rnd.IntN(3) == 0 {
+			pol := Policing{Access: "h0"}
+			for range 1 + rnd.IntN(2) {
+				pol.Members = append(pol.Members, mustAddr(fmt.Sprintf("10.77.0.%d", 10+rnd.IntN(4))))
+			}
+			on.Policing = []Policing{pol}
+		}
+		return on
+	}
+	d := Desired{Interfaces: []Interface{{Name: "a0", Capacity: 100e6}, {Name: "b0", Capacity: 50e6}}, Access: []string{"h0"}}
+	for id := range uint32(30) {
+		d.ONs = append(d.ONs, randomON(100+id))
+	}
+	// Both pin slots in use from the start, so the slots (and marks) stay.
+	d.ONs[0].Pins = []Pin{{Path: 0, Dst: mustAddr("10.77.5.9"), NextHop: mustAddr("10.77.0.2"), Egress: "a0"},
+		{Path: 1, Dst: mustAddr("10.77.5.9"), NextHop: mustAddr("10.77.0.6"), Egress: "b0"}}
+	if err := r.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	nextID := uint32(200)
+	for step := range 60 {
+		ons := append([]ON{}, d.ONs...)
+		for range 1 + rnd.IntN(3) {
+			switch k := rnd.IntN(3); {
+			case k == 0 || len(ons) < 5:
+				ons = append(ons, randomON(nextID))
+				nextID++
+			case k == 1:
+				i := 1 + rnd.IntN(len(ons)-1)
+				ons = append(ons[:i:i], ons[i+1:]...)
+			default:
+				i := 1 + rnd.IntN(len(ons)-1)
+				ons[i] = randomON(ons[i].ID)
+			}
+		}
+		rnd.Shuffle(len(ons), func(i, j int) { ons[i], ons[j] = ons[j], ons[i] })
+		d.ONs = ons
+		if err := r.Update(ctx, d); err != nil {
+			t.Fatalf("step %d: Update: %v", step, err)
+		}
+		if step%3 != 2 {
+			continue
+		}
+		settled(r)
+		got := snapshot(t, ns)
+		if err := r.Apply(ctx, d); err != nil {
+			t.Fatalf("step %d: Apply: %v", step, err)
+		}
+		if want := snapshot(t, ns); got != want {
+			t.Fatalf("step %d: the patched Updates left\n%s\nApply of the same state leaves\n%s", step, got, want)
+		}
+	}
+	if r.patched.tc < 30 || r.patched.nft < 30 {
+		t.Fatalf("only %d HTB and %d nftables converges were patches: the test does not exercise them", r.patched.tc, r.patched.nft)
 	}
 }
