@@ -12,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vonv1 "github.com/vonproject/von/proto/von/v1"
@@ -126,4 +128,92 @@ func TestFailoverKeepsPartitions(t *testing.T) {
 		t.Fatalf("standby led after %v, want within about the session TTL %v", led, cfg.SessionTTL)
 	}
 	t.Logf("standby led %v after the crash; partitions stayed for %v", led.Round(time.Millisecond), 2*cfg.PartitionLease)
+}
+
+// A router whose agent hangs for longer than a partition lease must not hold
+// up the refreshes of the others: each router's refresh runs on its own, and
+// a new round skips only the routers whose last refresh is still running.
+func TestHungRouterDelaysNoRefresh(t *testing.T) {
+	tb, cli := routedBed(t)
+	ctx := context.Background()
+	cfg := Config{PartitionLease: 3 * time.Second, CallTimeout: 8 * time.Second, AgentLiveness: time.Minute}
+	m := New(cli, cfg)
+	if _, err := m.store.PutTopology(ctx, routed); err != nil {
+		t.Fatal(err)
+	}
+	startInproc(t, cli, tb, m)
+	runLeader(t, m)
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "steady", Members: []string{"h1", "h2"}, Rate: 3_000_000, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	installed := func() bool {
+		for _, r := range []string{"r1", "r2"} {
+			out, err := tb.Exec(ctx, r, "tc", "class", "show", "dev", "eth1")
+			if err != nil || !strings.Contains(out, "rate 3Mbit ceil 3Mbit") {
+				return false
+			}
+		}
+		return true
+	}
+	if !installed() {
+		t.Fatal("not installed")
+	}
+	// r9 holds an ON and its agent accepts connections but never answers.
+	if err := m.store.PutAgent(ctx, &vonv1.Agent{Node: "r9", Endpoint: hungAgent(t), LastSeenTime: timestamppb.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	steady, _, err := m.store.Get(ctx, "steady")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := proto.Clone(steady).(*vonv1.Reservation)
+	hung.Name, hung.OnId = "hung", steady.GetOnId()+1
+	for _, pp := range hung.GetPaths() {
+		for _, p := range pp.GetPaths() {
+			p.Nodes = []string{"h1", "r9", "h2"}
+		}
+	}
+	b, err := proto.Marshal(hung)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, m.store.onKey("hung"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 3*cfg.PartitionLease {
+		if !installed() {
+			t.Fatalf("a healthy router's partition ran out %v after a hung router got an ON", time.Since(start).Round(time.Millisecond))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hungAgent is an agent that accepts every call and answers none until the
+// caller gives up.
+func hungAgent(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	vonv1.RegisterAgentServiceServer(gs, hung{})
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+type hung struct {
+	vonv1.UnimplementedAgentServiceServer
+}
+
+func (hung) Refresh(ctx context.Context, _ *vonv1.AgentServiceRefreshRequest) (*vonv1.AgentServiceRefreshResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (hung) Sync(ctx context.Context, _ *vonv1.AgentServiceSyncRequest) (*vonv1.AgentServiceSyncResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
 }

@@ -272,9 +272,16 @@ func (m *Manager) syncNodeLocked(ctx context.Context, epoch uint64, node string)
 	return recs, resp, err
 }
 
-// refreshOnce renews the partition leases of every live agent; ids an agent does not
-// know are re-driven with a full Sync.
-func (m *Manager) refreshOnce(ctx context.Context) {
+// refreshOnce starts renewing the partition leases of every live agent and
+// waits for none of them: a router whose last refresh is still running (a
+// hung or slow agent) is skipped this round, and delays nobody else.
+func (m *Manager) refreshOnce(ctx context.Context) { m.refreshRound(ctx, false) }
+
+// refreshRound renews the partition leases of every live agent, each router
+// on its own (at most routerParallelism at once); ids an agent does not know
+// are re-driven with a full Sync. With wait it returns when every refresh it
+// started is done, else at once.
+func (m *Manager) refreshRound(ctx context.Context, wait bool) {
 	epoch := m.Epoch()
 	agents, err := m.agentRecords(ctx)
 	if err != nil {
@@ -306,15 +313,51 @@ func (m *Manager) refreshOnce(ctx context.Context) {
 			nodes = append(nodes, node)
 		}
 	}
-	// Every router at once, each call under its own timeout: a hung agent
-	// delays nobody else's lease.
-	m.eachRouter(nodes, func(node string) {
-		c, err := m.client(node, agents[node].GetEndpoint())
+	// Every router on its own, each call under its own timeout: a hung
+	// agent delays nobody else's lease, and holds at most its own slot.
+	var round sync.WaitGroup
+	m.refreshMu.Lock()
+	if m.refreshing == nil {
+		m.refreshing = map[string]bool{}
+	}
+	for _, node := range nodes {
+		if m.refreshing[node] {
+			m.log.Warn("refresh: the last refresh of this router is still running; skipping it this round", "router", node)
+			continue
+		}
+		m.refreshing[node] = true
+		round.Add(1)
+		m.refreshWG.Go(func() {
+			defer round.Done()
+			defer func() {
+				m.refreshMu.Lock()
+				delete(m.refreshing, node)
+				m.refreshMu.Unlock()
+			}()
+			select {
+			case m.refreshSem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-m.refreshSem }()
+			m.refreshNode(ctx, epoch, node, agents[node].GetEndpoint(), ids[node])
+		})
+	}
+	m.refreshMu.Unlock()
+	if wait {
+		round.Wait()
+	}
+}
+
+// refreshNode renews one router's partition leases (and Syncs it if it lost any).
+func (m *Manager) refreshNode(ctx context.Context, epoch uint64, node, endpoint string, ids []uint32) {
+	{
+		c, err := m.client(node, endpoint)
 		if err != nil {
 			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
-		resp, err := c.Refresh(cctx, &vonv1.AgentServiceRefreshRequest{LeaderEpoch: epoch, ClusterId: m.clusterID(), OnIds: ids[node], LeaseTtl: durationpb.New(m.cfg.PartitionLease)})
+		resp, err := c.Refresh(cctx, &vonv1.AgentServiceRefreshRequest{LeaderEpoch: epoch, ClusterId: m.clusterID(), OnIds: ids, LeaseTtl: durationpb.New(m.cfg.PartitionLease)})
 		cancel()
 		m.m.call("refresh", err)
 		if err != nil {
@@ -327,7 +370,7 @@ func (m *Manager) refreshOnce(ctx context.Context) {
 				m.log.Warn("sync", "router", node, "err", err)
 			}
 		}
-	})
+	}
 }
 
 // routerParallelism bounds how many routers one sweep (refresh, reconcile)

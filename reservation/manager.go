@@ -122,8 +122,14 @@ type Manager struct {
 	idx        atomic.Pointer[index] // leader only: the reservation index (index.go)
 	syncCh     chan string           // leader only: routers whose agent missed a change (Register)
 	reconciles atomic.Uint64         // reconcile rounds run (every reconcileFullEvery-th syncs everyone)
-	specs      specCache             // partitions derived from records (specFor)
-	agentAddrs atomic.Uint64         // bumped when an agent's registered interfaces change (specKey)
+	// refreshing marks the routers whose refresh is running (refreshRound);
+	// refreshWG tracks those goroutines, refreshSem bounds them.
+	refreshMu  sync.Mutex
+	refreshing map[string]bool
+	refreshWG  sync.WaitGroup
+	refreshSem chan struct{}
+	specs      specCache     // partitions derived from records (specFor)
+	agentAddrs atomic.Uint64 // bumped when an agent's registered interfaces change (specKey)
 
 	seenMu  sync.Mutex
 	seen    map[string]time.Time    // leader only: when each agent's record was last written (liveness.go)
@@ -138,7 +144,7 @@ func New(cli *clientv3.Client, cfg Config) *Manager {
 	st.Ledger.Quarantine = cfg.Quarantine
 	return &Manager{cfg: cfg, cli: cli, store: st, log: cfg.Logger, m: cfg.Metrics,
 		leader: make(chan struct{}), conns: map[string]agentConn{}, locks: map[string]*nameLock{},
-		syncCh: make(chan string, 1024)}
+		syncCh: make(chan string, 1024), refreshSem: make(chan struct{}, routerParallelism)}
 }
 
 // Logger is the manager's logger.
@@ -226,7 +232,8 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.idx.Store(x)
 		defer func() { m.idx.Store(nil); lcancel(); <-indexed }()
 	}
-	m.refreshOnce(lctx)
+	m.refreshRound(lctx, true)
+	defer func() { lcancel(); m.refreshWG.Wait() }()
 	var wg sync.WaitGroup
 	loop := func(every time.Duration, fn func(context.Context)) {
 		wg.Go(func() {
