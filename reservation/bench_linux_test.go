@@ -5,6 +5,7 @@ package reservation
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -41,8 +42,9 @@ func BenchmarkReserveRelease(b *testing.B) {
 	if _, err := m.Reserve(ctx, ReserveRequest{Name: "standing", Members: []string{"h1", "h2"}, Rate: 1_000_000}); err != nil {
 		b.Fatal(err)
 	}
-	run := func(b *testing.B, parallel bool) {
+	run := func(b *testing.B, parallel int) {
 		var n atomic.Int64
+		c0 := m.store.Ledger.Conflicts()
 		var lat, rel []time.Duration
 		var mu = make(chan struct{}, 1)
 		op := func() {
@@ -62,8 +64,8 @@ func BenchmarkReserveRelease(b *testing.B) {
 			<-mu
 		}
 		b.ResetTimer()
-		if parallel {
-			b.SetParallelism(4)
+		if parallel > 0 {
+			b.SetParallelism(parallel)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					op()
@@ -75,6 +77,9 @@ func BenchmarkReserveRelease(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		// Every ON crosses the same links: each reservation and release is a
+		// guarded transaction on the same keys, so concurrent ones conflict.
+		b.ReportMetric(float64(m.store.Ledger.Conflicts()-c0)/float64(max(n.Load(), 1)), "conflicts/op")
 		for _, l := range []struct {
 			what string
 			d    []time.Duration
@@ -86,6 +91,8 @@ func BenchmarkReserveRelease(b *testing.B) {
 			}
 		}
 	}
-	b.Run("serial", func(b *testing.B) { run(b, false) })
-	b.Run("parallel", func(b *testing.B) { run(b, true) })
+	b.Run("serial", func(b *testing.B) { run(b, 0) })
+	b.Run("parallel", func(b *testing.B) { run(b, 4) })
+	// 16 clients (8 × GOMAXPROCS 2) over one chain: the hot-link case.
+	b.Run("clients=16", func(b *testing.B) { run(b, 16/runtime.GOMAXPROCS(0)) })
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -49,6 +50,10 @@ type Ledger struct {
 	Quarantine time.Duration
 	// MaxAttempts bounds the retries of a contended transaction.
 	MaxAttempts int
+	// OnConflict, if set, is told of every guarded transaction that lost to
+	// a concurrent one (and is retried), by operation.
+	OnConflict func(what string)
+	conflicts  atomic.Uint64
 	// Fence, if set, adds comparisons every Admit and Release must also pass (the
 	// manager's leadership).
 	Fence func(...clientv3.Cmp) []clientv3.Cmp
@@ -230,8 +235,15 @@ func (l *Ledger) commit(ctx context.Context, what string, cmps []clientv3.Cmp, p
 			return 0, false, ErrGuard
 		}
 	}
+	l.conflicts.Add(1)
+	if l.OnConflict != nil {
+		l.OnConflict(what)
+	}
 	return 0, false, nil
 }
+
+// Conflicts is how many guarded transactions lost to a concurrent one.
+func (l *Ledger) Conflicts() uint64 { return l.conflicts.Load() }
 
 func (l *Ledger) guardHolds(ctx context.Context, guard []clientv3.Cmp) (bool, error) {
 	tr, err := l.cli.Txn(ctx).If(guard...).Commit()

@@ -142,6 +142,7 @@ func New(cli *clientv3.Client, cfg Config) *Manager {
 	cfg.defaults()
 	st := NewStore(cli, cfg.Prefix)
 	st.Ledger.Quarantine = cfg.Quarantine
+	st.Ledger.OnConflict = cfg.Metrics.conflict
 	return &Manager{cfg: cfg, cli: cli, store: st, log: cfg.Logger, m: cfg.Metrics,
 		leader: make(chan struct{}), conns: map[string]agentConn{}, locks: map[string]*nameLock{},
 		syncCh: make(chan string, 1024), refreshSem: make(chan struct{}, routerParallelism)}

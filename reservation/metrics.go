@@ -14,6 +14,7 @@ type Metrics struct {
 	TwoPC      *prometheus.HistogramVec // seconds per 2PC round, by outcome
 	Rejections *prometheus.CounterVec   // refused reservations, by reason
 	AgentCalls *prometheus.CounterVec   // agent RPCs, by method and result
+	Conflicts  *prometheus.CounterVec   // ledger transactions retried after losing a race, by operation
 }
 
 // NewMetrics registers the manager's series on reg. The reservations-by-state gauge
@@ -33,8 +34,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "von", Subsystem: "manager", Name: "agent_calls_total",
 			Help: "RPCs to agents, by method and result.",
 		}, []string{"method", "result"}),
+		Conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "von", Subsystem: "manager", Name: "ledger_conflicts_total",
+			Help: "Guarded ledger transactions (admission, release) that lost to a concurrent one on the same link and were retried, by operation.",
+		}, []string{"op"}),
 	}
-	reg.MustRegister(m.TwoPC, m.Rejections, m.AgentCalls)
+	reg.MustRegister(m.TwoPC, m.Rejections, m.AgentCalls, m.Conflicts)
 	return m
 }
 
@@ -86,6 +91,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), s)
+	}
+}
+
+func (m *Metrics) conflict(op string) {
+	if m != nil {
+		m.Conflicts.WithLabelValues(op).Inc()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,6 +160,16 @@ func routerCount(r *vonv1.Reservation) int {
 // it leads and serves, and until every agent holding partitions has seen a
 // refresh from it.
 func (w *world) restart() (serving, refreshed time.Duration) {
+	if path := os.Getenv("VON_SCALE_PROFILE"); path != "" {
+		// The agents' side of a restart (this process): 30 s from the kill.
+		if f, err := os.Create(path + ".agents-restart"); err == nil && pprof.StartCPUProfile(f) == nil {
+			go func() {
+				time.Sleep(30 * time.Second)
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
+	}
 	kill(w.mgr)
 	mark := time.Now()
 	t0 := time.Now()
@@ -228,6 +239,9 @@ func scenario(t testing.TB, routers, reserves, ons int, report func(name string,
 	report("steady-etcd-req/s", etcdRate, "")
 	report("steady-etcd-load-%", 100*etcdRate/raw, "")
 	report("manager-rss-MiB", float64(rss(t, w.mgr.Process.Pid))/(1<<20), "")
+	if path := os.Getenv("VON_SCALE_PROFILE"); path != "" {
+		w.fetch("/debug/pprof/heap", path+".heap")
+	}
 	t0 = time.Now()
 	if _, err := w.api.List(context.Background(), &vonv1.ListRequest{}); err != nil {
 		t.Fatal(err)
@@ -268,7 +282,12 @@ func BenchmarkScale(b *testing.B) {
 
 // profile saves a CPU profile of the manager over d ($VON_SCALE_PROFILE).
 func (w *world) profile(path string, d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.metricsAddr, int(d.Seconds())))
+	w.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), path)
+}
+
+// fetch saves what the manager's debug listener serves at uri.
+func (w *world) fetch(uri, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s%s", w.metricsAddr, uri))
 	if err != nil {
 		w.t.Fatal(err)
 	}
