@@ -321,6 +321,20 @@ func (x *index) committed() []*vonv1.Reservation {
 	return out
 }
 
+// committedIDs returns the ON id of every committed reservation, by name,
+// and the store revision the index reflects.
+func (x *index) committedIDs() (map[string]uint32, int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make(map[string]uint32, x.counts[vonv1.ReservationState_RESERVATION_STATE_COMMITTED])
+	for _, r := range x.recs {
+		if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+			out[r.GetName()] = r.GetOnId()
+		}
+	}
+	return out, x.rev
+}
+
 // stateCounts returns the number of records in each state.
 func (x *index) stateCounts() map[vonv1.ReservationState]int {
 	x.mu.Lock()

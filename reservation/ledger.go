@@ -54,6 +54,7 @@ type Ledger struct {
 	// a concurrent one (and is retried), by operation.
 	OnConflict func(what string)
 	conflicts  atomic.Uint64
+	locks      chargeLocks
 	// Fence, if set, adds comparisons every Admit and Release must also pass (the
 	// manager's leadership).
 	Fence func(...clientv3.Cmp) []clientv3.Cmp
@@ -126,6 +127,11 @@ func (a *Admission) amount(c Charge) uint64 {
 // with the caller's Ops. It returns the id and the revision of the transaction.
 func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) {
 	charges := dedupe(a.Charges)
+	unlock, err := l.locks.lock(ctx, charges)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
@@ -262,6 +268,11 @@ func (l *Ledger) Release(ctx context.Context, id uint32, amounts map[Charge]uint
 		charges = append(charges, c)
 	}
 	charges = dedupe(charges)
+	unlock, err := l.locks.lock(ctx, charges)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
@@ -305,6 +316,11 @@ func (l *Ledger) Rebalance(ctx context.Context, old, new map[Charge]uint64, limi
 		charges = append(charges, c)
 	}
 	charges = dedupe(charges)
+	unlock, err := l.locks.lock(ctx, charges)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {

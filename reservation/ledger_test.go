@@ -16,9 +16,11 @@ func limit(bps uint64) func(string) (uint64, bool) {
 }
 
 // 100 concurrent reservations race for a link that fits 10: exactly 10 get in.
+// They go through two ledgers (two managers, say a leader and its deposed
+// predecessor), so the etcd guards, not the in-process locks, decide.
 func TestAdmitNeverOverbooks(t *testing.T) {
 	_, cli := newEtcd(t)
-	l := NewLedger(cli, "/t")
+	ledgers := []*Ledger{NewLedger(cli, "/t"), NewLedger(cli, "/t")}
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -28,7 +30,7 @@ func TestAdmitNeverOverbooks(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id, _, err := l.Admit(ctx, Admission{
+			id, _, err := ledgers[i%2].Admit(ctx, Admission{
 				Owner: fmt.Sprintf("on-%d", i), Rate: 10_000_000,
 				Charges: []Charge{{"r1-r2", AtoB}, {"r1-r2", BtoA}, {"r2-r3", AtoB}},
 				Limit:   limit(100_000_000),
@@ -53,7 +55,10 @@ func TestAdmitNeverOverbooks(t *testing.T) {
 	if admitted != 10 || refused != 90 {
 		t.Fatalf("admitted %d, refused %d; want 10 and 90", admitted, refused)
 	}
-	res, err := l.Reserved(ctx)
+	if ledgers[0].Conflicts()+ledgers[1].Conflicts() == 0 {
+		t.Error("no transaction conflicted: the test did not race two ledgers")
+	}
+	res, err := ledgers[0].Reserved(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +67,69 @@ func TestAdmitNeverOverbooks(t *testing.T) {
 			t.Errorf("%v reserved %d", c, res[c])
 		}
 	}
+}
+
+// Within one manager, admissions and releases on the same links wait for
+// each other instead of losing their transactions in etcd and retrying.
+func TestOneLedgerDoesNotConflictWithItself(t *testing.T) {
+	_, cli := newEtcd(t)
+	l := NewLedger(cli, "/t")
+	ctx := context.Background()
+	charges := []Charge{{"r1-r2", AtoB}, {"r1-r2", BtoA}, {"r2-r3", AtoB}}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 5 {
+				id, _, err := l.Admit(ctx, Admission{Owner: fmt.Sprintf("on-%d-%d", i, j), Rate: 1_000_000, Charges: charges, Limit: limit(1_000_000_000)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				amounts := map[Charge]uint64{}
+				for _, c := range charges {
+					amounts[c] = 1_000_000
+				}
+				if _, err := l.Release(ctx, id, amounts, nil, nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := l.Conflicts(); n != 0 {
+		t.Errorf("%d transactions conflicted and were retried", n)
+	}
+	if res, err := l.Reserved(ctx); err != nil || len(res) != 0 {
+		t.Errorf("after every release: %v, %v", res, err)
+	}
+	if len(l.locks.m) != 0 {
+		t.Errorf("%d charge locks left behind", len(l.locks.m))
+	}
+}
+
+// A locker waiting for a charge gives up with its context and leaves no lock.
+func TestChargeLockHonoursContext(t *testing.T) {
+	var l chargeLocks
+	a := []Charge{{"x", AtoB}, {"y", AtoB}}
+	unlock, err := l.lock(context.Background(), a[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.lock(ctx, a); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("lock while held: %v", err)
+	}
+	unlock()
+	if len(l.m) != 0 {
+		t.Fatalf("locks left: %v", l.m)
+	}
+	unlock, err = l.lock(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
 }
 
 func TestCapacityErrorNamesLink(t *testing.T) {

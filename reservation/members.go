@@ -88,14 +88,25 @@ func (m *Manager) members(ctx context.Context, name string, now time.Time) (uint
 // is safe on any manager and concurrently with issuing (every delete is guarded on
 // the entry's mod revision, so a credential issued meanwhile keeps its entry).
 func (m *Manager) ReapMembers(ctx context.Context, now time.Time) (int, error) {
-	ons, rev, err := m.store.List(ctx)
-	if err != nil {
-		return 0, err
-	}
-	live := make(map[string]uint32, len(ons))
-	for _, r := range ons {
-		if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-			live[r.GetName()] = r.GetOnId()
+	var (
+		live map[string]uint32
+		rev  int64
+	)
+	if x := m.caughtUp(ctx); x != nil {
+		// The leader's index, not a read of every record: at 20,000 ONs
+		// the read held 64 MB of the manager's heap each minute.
+		live, rev = x.committedIDs()
+	} else {
+		ons, r, err := m.store.List(ctx)
+		if err != nil {
+			return 0, err
+		}
+		rev = r
+		live = make(map[string]uint32, len(ons))
+		for _, r := range ons {
+			if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+				live[r.GetName()] = r.GetOnId()
+			}
 		}
 	}
 	// Read the registry at the same revision as the reservations: an entry can only
