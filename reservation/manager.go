@@ -120,6 +120,7 @@ type Manager struct {
 	routerLocks sync.Map // node → *sync.RWMutex
 
 	idx        atomic.Pointer[index] // leader only: the reservation index (index.go)
+	idxLoading atomic.Bool           // a new leader is loading its index (readers wait: committedOn)
 	syncCh     chan string           // leader only: routers whose agent missed a change (Register)
 	reconciles atomic.Uint64         // reconcile rounds run (every reconcileFullEvery-th syncs everyone)
 	// refreshing marks the routers whose refresh is running (refreshRound);
@@ -227,12 +228,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	// several call timeouts per hung router. The loops start before recovery.
 	watched := m.watchAgents(lctx)
 	defer func() { lcancel(); <-watched }()
-	if x, indexed, err := m.loadIndex(lctx); err != nil {
+	m.idxLoading.Store(true)
+	x, indexed, err := m.loadIndex(lctx)
+	if err != nil {
 		m.log.Warn("reservation index not loaded; reading the store instead", "err", err)
 	} else {
 		m.idx.Store(x)
 		defer func() { m.idx.Store(nil); lcancel(); <-indexed }()
 	}
+	m.idxLoading.Store(false)
 	m.refreshRound(lctx, true)
 	defer func() { lcancel(); m.refreshWG.Wait() }()
 	var wg sync.WaitGroup

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -510,5 +511,28 @@ func TestPhaseTwoContextEndIsNotAnAck(t *testing.T) {
 		func(context.Context, vonv1.AgentServiceClient, string) error { return nil }, nil)
 	if res.ok() {
 		t.Fatal("a router without an agent, never called, counted as acked")
+	}
+}
+
+// A restarted manager meets every agent's heartbeat at once, each asking for
+// the topology it has not parsed yet: the callers share one parse.
+func TestTopologyParsedOnceUnderLoad(t *testing.T) {
+	_, cli := newEtcd(t)
+	ctx := context.Background()
+	if _, err := NewStore(cli, "/von").PutTopology(ctx, routed); err != nil {
+		t.Fatal(err)
+	}
+	st := NewStore(cli, "/von") // a fresh manager: nothing cached
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := st.Topology(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := st.parses.Load(); n != 1 {
+		t.Fatalf("50 concurrent callers parsed the topology %d times, want once", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -35,6 +36,12 @@ type Store struct {
 	mu    sync.Mutex
 	topo  *TopologyState
 	fence []clientv3.Cmp // leader fencing, added to every guarded write
+	// parseMu makes callers that miss the cached topology parse it once
+	// between them (a restarted manager meets a thousand heartbeats at once);
+	// parses counts the parses (tests).
+	parseMu sync.Mutex
+	parses  atomic.Int64
+	lists   atomic.Int64 // full reads of every record (tests)
 }
 
 // NewStore uses keys under prefix.
@@ -95,11 +102,22 @@ func (s *Store) Topology(ctx context.Context) (*TopologyState, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNoTopology
 	}
-	s.mu.Lock()
-	cached := s.topo
-	s.mu.Unlock()
-	if cached != nil && cached.Revision == resp.Kvs[0].ModRevision {
-		return cached, nil
+	want := resp.Kvs[0].ModRevision
+	cachedAt := func() *TopologyState {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.topo != nil && s.topo.Revision >= want {
+			return s.topo
+		}
+		return nil
+	}
+	if st := cachedAt(); st != nil {
+		return st, nil
+	}
+	s.parseMu.Lock()
+	defer s.parseMu.Unlock()
+	if st := cachedAt(); st != nil { // parsed by the caller we waited for
+		return st, nil
 	}
 	if resp, err = s.cli.Get(ctx, s.topologyKey()); err != nil {
 		return nil, fmt.Errorf("read topology: %w", err)
@@ -108,6 +126,7 @@ func (s *Store) Topology(ctx context.Context) (*TopologyState, error) {
 		return nil, ErrNoTopology
 	}
 	kv := resp.Kvs[0]
+	s.parses.Add(1)
 	st, err := newTopologyState(string(kv.Value))
 	if err != nil {
 		return nil, fmt.Errorf("stored topology: %w", err)
@@ -230,6 +249,7 @@ func (s *Store) Get(ctx context.Context, name string) (*vonv1.Reservation, int64
 
 // List returns every reservation (in name order) and the store revision read.
 func (s *Store) List(ctx context.Context) ([]*vonv1.Reservation, int64, error) {
+	s.lists.Add(1)
 	resp, err := s.cli.Get(ctx, s.onPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list reservations: %w", err)

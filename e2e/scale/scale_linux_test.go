@@ -174,6 +174,16 @@ func (w *world) restart() (serving, refreshed time.Duration) {
 	mark := time.Now()
 	t0 := time.Now()
 	serving = w.startManager()
+	profiled := make(chan struct{})
+	if path := os.Getenv("VON_SCALE_PROFILE"); path != "" {
+		go func() { // the new manager's first seconds
+			defer close(profiled)
+			w.profile(path+".restart", 15*time.Second)
+		}()
+	} else {
+		close(profiled)
+	}
+	defer func() { <-profiled }()
 	for {
 		all := true
 		for _, a := range w.agents {
