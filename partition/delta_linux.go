@@ -280,18 +280,7 @@ func (r *Router) nftPatch(ctx context.Context, d Desired, links map[string]linkI
 		maps.Copy(st.elems[name], m)
 	}
 	next := nftState{exists: true, wellFormd: true, sets: st.sets, elems: st.elems}
-	for name, m := range r.deferred {
-		for k, v := range m {
-			_, kept := next.elems[name][k]
-			_, readd := add[name][k]
-			if !kept || readd {
-				if del[name] == nil {
-					del[name] = map[string][]byte{}
-				}
-				del[name][k] = v
-			}
-		}
-	}
+	r.addDeferred(del, add, next.elems)
 	if !adds && lazy {
 		return next, del, nil
 	}

@@ -402,9 +402,24 @@ func (r *Router) nftConverge(ctx context.Context, d Desired, links map[string]li
 			}
 		}
 	}
-	for name, m := range r.deferred { // queued deletions go out with this batch
+	r.addDeferred(del, add, want)
+	if !adds && lazy {
+		return next, del, nil
+	}
+	if !adds && del.empty() {
+		return next, nil, nil
+	}
+	j.add(undo)
+	return next, nil, r.changeElems(st.sets, del, add)
+}
+
+// addDeferred adds to del the queued deletions (r.deferred) that go out with
+// this batch: those of entries the table is not to keep, and of entries add
+// puts back (a delete and an add in one batch).
+func (r *Router) addDeferred(del, add, keep elems) {
+	for name, m := range r.deferred {
 		for k, v := range m {
-			_, kept := want[name][k]
+			_, kept := keep[name][k]
 			_, readd := add[name][k]
 			if !kept || readd {
 				if del[name] == nil {
@@ -414,14 +429,6 @@ func (r *Router) nftConverge(ctx context.Context, d Desired, links map[string]li
 			}
 		}
 	}
-	if !adds && lazy {
-		return next, del, nil
-	}
-	if !adds && del.empty() {
-		return next, nil, nil
-	}
-	j.add(undo)
-	return next, nil, r.changeElems(st.sets, del, add)
 }
 
 func (e elems) empty() bool {

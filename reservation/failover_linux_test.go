@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vonproject/von/e2e/testbed"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -76,26 +77,7 @@ func TestFailoverKeepsPartitions(t *testing.T) {
 		AgentLiveness: time.Minute, ID: "a"}
 	cliA := newClient(t, cli)
 	a := New(cliA, cfg)
-	if _, err := a.store.PutTopology(ctx, routed); err != nil {
-		t.Fatal(err)
-	}
-	startInproc(t, cliA, tb, a)
-	runLeader(t, a)
-	if _, err := a.Reserve(ctx, ReserveRequest{Name: "steady", Members: []string{"h1", "h2"}, Rate: 3_000_000, TTL: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	installed := func() bool {
-		for _, r := range []string{"r1", "r2"} {
-			out, err := tb.Exec(ctx, r, "tc", "class", "show", "dev", "eth1")
-			if err != nil || !strings.Contains(out, "rate 3Mbit ceil 3Mbit") {
-				return false
-			}
-		}
-		return true
-	}
-	if !installed() {
-		t.Fatal("not installed")
-	}
+	installed := leadSteady(t, tb, cliA, a)
 	// A round the leader started on a router whose agent hangs.
 	if err := a.store.PutAgent(ctx, &vonv1.Agent{Node: "r9", Endpoint: blackhole(t), LastSeenTime: timestamppb.Now()}); err != nil {
 		t.Fatal(err)
@@ -138,26 +120,7 @@ func TestHungRouterDelaysNoRefresh(t *testing.T) {
 	ctx := context.Background()
 	cfg := Config{PartitionLease: 3 * time.Second, CallTimeout: 8 * time.Second, AgentLiveness: time.Minute}
 	m := New(cli, cfg)
-	if _, err := m.store.PutTopology(ctx, routed); err != nil {
-		t.Fatal(err)
-	}
-	startInproc(t, cli, tb, m)
-	runLeader(t, m)
-	if _, err := m.Reserve(ctx, ReserveRequest{Name: "steady", Members: []string{"h1", "h2"}, Rate: 3_000_000, TTL: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	installed := func() bool {
-		for _, r := range []string{"r1", "r2"} {
-			out, err := tb.Exec(ctx, r, "tc", "class", "show", "dev", "eth1")
-			if err != nil || !strings.Contains(out, "rate 3Mbit ceil 3Mbit") {
-				return false
-			}
-		}
-		return true
-	}
-	if !installed() {
-		t.Fatal("not installed")
-	}
+	installed := leadSteady(t, tb, cli, m)
 	// r9 holds an ON and its agent accepts connections but never answers.
 	if err := m.store.PutAgent(ctx, &vonv1.Agent{Node: "r9", Endpoint: hungAgent(t), LastSeenTime: timestamppb.Now()}); err != nil {
 		t.Fatal(err)
@@ -187,6 +150,35 @@ func TestHungRouterDelaysNoRefresh(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// leadSteady makes m lead over in-process agents on tb and reserve "steady"
+// (3 Mbit/s, h1 to h2 over r1 and r2); installed says whether both routers
+// still hold its class.
+func leadSteady(t *testing.T, tb *testbed.Testbed, cli *clientv3.Client, m *Manager) (installed func() bool) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := m.store.PutTopology(ctx, routed); err != nil {
+		t.Fatal(err)
+	}
+	startInproc(t, cli, tb, m)
+	runLeader(t, m)
+	if _, err := m.Reserve(ctx, ReserveRequest{Name: "steady", Members: []string{"h1", "h2"}, Rate: 3_000_000, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	installed = func() bool {
+		for _, r := range []string{"r1", "r2"} {
+			out, err := tb.Exec(ctx, r, "tc", "class", "show", "dev", "eth1")
+			if err != nil || !strings.Contains(out, "rate 3Mbit ceil 3Mbit") {
+				return false
+			}
+		}
+		return true
+	}
+	if !installed() {
+		t.Fatal("not installed")
+	}
+	return installed
 }
 
 // hungAgent is an agent that accepts every call and answers none until the
