@@ -3,6 +3,7 @@ package reservation
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -41,6 +42,34 @@ func (m *Manager) failedElements(t *topology.Topology, agents map[string]*vonv1.
 		}
 	}
 	return links, routers
+}
+
+// crossing selects the committed ONs whose degradation may change: those
+// recorded degraded and those crossing a router that failed or ends a link
+// that did (nil, every ON, when a failed link has no router end).
+func crossing(t *topology.Topology, links, routers map[string]string) func(name string, on []string, degraded bool) bool {
+	near := map[string]bool{}
+	for n := range routers {
+		near[n] = true
+	}
+	for _, l := range t.Links {
+		if links[l.Name] == "" {
+			continue
+		}
+		ends := 0
+		for _, e := range []topology.Endpoint{l.A, l.B} {
+			if n, ok := t.Node(e.Node); ok && n.Kind == topology.KindRouter {
+				near[e.Node] = true
+				ends++
+			}
+		}
+		if ends == 0 {
+			return nil
+		}
+	}
+	return func(_ string, on []string, degraded bool) bool {
+		return degraded || slices.ContainsFunc(on, func(n string) bool { return near[n] })
+	}
 }
 
 // degradedReason says which of r's paths cross a failed element ("" if none).
@@ -83,7 +112,7 @@ func (m *Manager) checkDegraded(ctx context.Context) {
 	if x != nil && len(links) == 0 && len(routers) == 0 && x.degradedCount() == 0 {
 		return // nothing failed and nothing recorded degraded: no record to amend
 	}
-	ons, err := m.committedAll(ctx)
+	ons, err := m.committedAll(ctx, crossing(ts.Topo, links, routers))
 	if err != nil {
 		return
 	}

@@ -24,7 +24,9 @@ import (
 // per sweep. Instead the leader loads the records once (a page at a time, at
 // one revision) and follows a watch, keeping:
 //
-//   - every record, parsed;
+//   - every record as stored (marshalled: a parsed record is three times
+//     its size, and most are read only when a router's state is) with what
+//     the loops select by: name, ON id, state, routers crossed;
 //   - per router, the committed reservations whose paths cross it, and the
 //     revision of the last change to that set (an agent that has applied
 //     state up to that revision needs nothing; see Register);
@@ -47,10 +49,11 @@ type index struct {
 	retention time.Duration
 	rev       int64 // the store revision the index reflects
 	failed    bool  // the watch ended: readers fall back to the store
-	recs      map[string]*vonv1.Reservation
-	byRouter  map[string]map[string]*vonv1.Reservation // committed, by router, by key
-	changed   map[string]int64                         // by router: revision of the last change of its set
-	applied   map[string]int64                         // by router: state revision its agent's last heartbeat reported
+	recs      map[string]*entry
+	byRouter  map[string]map[*entry]struct{} // committed, by router
+	names     map[string]string              // router names, interned
+	changed   map[string]int64               // by router: revision of the last change of its set
+	applied   map[string]int64               // by router: state revision its agent's last heartbeat reported
 	due       deadlines
 	counts    map[vonv1.ReservationState]int
 	degraded  int // committed records with a degraded reason
@@ -60,7 +63,8 @@ type index struct {
 }
 
 func newIndex(retention time.Duration) *index {
-	x := &index{retention: retention, recs: map[string]*vonv1.Reservation{}, byRouter: map[string]map[string]*vonv1.Reservation{},
+	x := &index{retention: retention, recs: map[string]*entry{}, byRouter: map[string]map[*entry]struct{}{},
+		names:   map[string]string{},
 		changed: map[string]int64{}, applied: map[string]int64{}, counts: map[vonv1.ReservationState]int{}}
 	x.cond = sync.NewCond(&x.mu)
 	return x
@@ -140,6 +144,31 @@ func (m *Manager) loadIndex(ctx context.Context) (*index, <-chan struct{}, error
 	return x, done, nil
 }
 
+// entry is one record of the index.
+type entry struct {
+	raw      []byte // the record as stored
+	rev      int64  // its mod revision
+	name     string
+	onID     uint32
+	state    vonv1.ReservationState
+	degraded bool
+	routers  []string // committed: the routers its paths cross
+}
+
+func (e *entry) committed() bool {
+	return e != nil && e.state == vonv1.ReservationState_RESERVATION_STATE_COMMITTED
+}
+
+// record parses e (nil if it does not parse; put checked that it does).
+func (e *entry) record() *vonv1.Reservation {
+	r := &vonv1.Reservation{}
+	if proto.Unmarshal(e.raw, r) != nil {
+		return nil
+	}
+	r.Revision = uint64(e.rev)
+	return r
+}
+
 // put records a record (caller holds mu, or owns x during the load).
 func (x *index) put(key string, value []byte, modRev int64) {
 	r := &vonv1.Reservation{}
@@ -147,65 +176,91 @@ func (x *index) put(key string, value []byte, modRev int64) {
 		return // the store reports it to whoever reads it
 	}
 	r.Revision = uint64(modRev)
+	e := &entry{raw: value, rev: modRev, name: r.GetName(), onID: r.GetOnId(), state: r.GetState(), degraded: r.GetDegraded() != ""}
+	if e.committed() {
+		e.routers = routersOf(r)
+		for i, n := range e.routers {
+			e.routers[i] = x.intern(n)
+		}
+	}
 	x.unlink(key, x.recs[key], modRev, r)
-	x.recs[key] = r
-	x.counts[r.GetState()]++
-	if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-		if r.GetDegraded() != "" {
+	x.recs[key] = e
+	x.counts[e.state]++
+	if e.committed() {
+		if e.degraded {
 			x.degraded++
 		}
-		for _, n := range routersOf(r) {
+		for _, n := range e.routers {
 			set := x.byRouter[n]
 			if set == nil {
-				set = map[string]*vonv1.Reservation{}
+				set = map[*entry]struct{}{}
 				x.byRouter[n] = set
 			}
-			set[key] = r
+			set[e] = struct{}{}
 		}
 		if t := r.GetLeaseExpireTime(); t != nil {
 			heap.Push(&x.due, deadline{at: t.AsTime(), key: key, rev: modRev})
 		}
-	} else if terminal(r.GetState()) && r.GetUpdateTime() != nil {
+	} else if terminal(e.state) && r.GetUpdateTime() != nil {
 		heap.Push(&x.due, deadline{at: r.GetUpdateTime().AsTime().Add(x.retention), key: key, rev: modRev, retention: true})
 	}
 }
 
 func (x *index) remove(key string, modRev int64) {
-	if r := x.recs[key]; r != nil {
-		x.unlink(key, r, modRev, nil)
+	if e := x.recs[key]; e != nil {
+		x.unlink(key, e, modRev, nil)
 		delete(x.recs, key)
 	}
 }
 
 // unlink takes old out of the counts and router sets; routers whose set
 // changes (old leaves it, or next enters or changes there) note modRev.
-func (x *index) unlink(key string, old *vonv1.Reservation, modRev int64, next *vonv1.Reservation) {
-	committed := func(r *vonv1.Reservation) bool {
-		return r != nil && r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED
-	}
+func (x *index) unlink(key string, old *entry, modRev int64, next *vonv1.Reservation) {
+	nextCommitted := next != nil && next.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED
 	if old != nil {
-		x.counts[old.GetState()]--
-		if committed(old) && old.GetDegraded() != "" {
+		x.counts[old.state]--
+		if old.committed() && old.degraded {
 			x.degraded--
 		}
-		if committed(old) {
-			for _, n := range routersOf(old) {
-				delete(x.byRouter[n], key)
-				if len(x.byRouter[n]) == 0 {
-					delete(x.byRouter, n)
-				}
+		for _, n := range old.routers {
+			delete(x.byRouter[n], old)
+			if len(x.byRouter[n]) == 0 {
+				delete(x.byRouter, n)
 			}
 		}
 	}
-	if x.loaded && (committed(old) != committed(next) || committed(next) && !samePaths(old, next)) {
-		for _, r := range []*vonv1.Reservation{old, next} {
-			if committed(r) {
-				for _, n := range routersOf(r) {
-					x.changed[n] = modRev
-				}
-			}
+	if !x.loaded || !old.committed() && !nextCommitted {
+		return
+	}
+	if old.committed() && nextCommitted {
+		if prev := old.record(); prev != nil && samePaths(prev, next) {
+			return
 		}
 	}
+	for _, n := range old.routersIfCommitted() {
+		x.changed[n] = modRev
+	}
+	if nextCommitted {
+		for _, n := range routersOf(next) {
+			x.changed[x.intern(n)] = modRev
+		}
+	}
+}
+
+func (e *entry) routersIfCommitted() []string {
+	if !e.committed() {
+		return nil
+	}
+	return e.routers
+}
+
+// intern returns the index's copy of router name n.
+func (x *index) intern(n string) string {
+	if in, ok := x.names[n]; ok {
+		return in
+	}
+	x.names[n] = n
+	return n
 }
 
 // samePaths says whether two committed records install the same partitions.
@@ -260,12 +315,18 @@ func (x *index) reflects(rev int64) bool {
 // index's revision.
 func (x *index) committedOn(node string) ([]*vonv1.Reservation, int64) {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]*vonv1.Reservation, 0, len(x.byRouter[node]))
-	for _, r := range x.byRouter[node] {
-		out = append(out, r)
+	set, rev := make([]*entry, 0, len(x.byRouter[node])), x.rev
+	for e := range x.byRouter[node] {
+		set = append(set, e)
 	}
-	return out, x.rev
+	x.mu.Unlock()
+	out := make([]*vonv1.Reservation, 0, len(set))
+	for _, e := range set { // entries are immutable: parse outside the lock
+		if r := e.record(); r != nil {
+			out = append(out, r)
+		}
+	}
+	return out, rev
 }
 
 // idsByRouter returns, per router, the ON ids of the committed reservations
@@ -276,8 +337,8 @@ func (x *index) idsByRouter() map[string][]uint32 {
 	out := make(map[string][]uint32, len(x.byRouter))
 	for n, set := range x.byRouter {
 		ids := make([]uint32, 0, len(set))
-		for _, r := range set {
-			ids = append(ids, r.GetOnId())
+		for e := range set {
+			ids = append(ids, e.onID)
 		}
 		out[n] = ids
 	}
@@ -308,13 +369,20 @@ func (x *index) upToDate(node string) bool {
 	return ok && rev >= x.changed[node]
 }
 
-// committed returns every committed reservation.
-func (x *index) committed() []*vonv1.Reservation {
+// committed returns the committed reservations that keep says to (nil:
+// every one), parsed.
+func (x *index) committed(keep func(name string, routers []string, degraded bool) bool) []*vonv1.Reservation {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]*vonv1.Reservation, 0, x.counts[vonv1.ReservationState_RESERVATION_STATE_COMMITTED])
-	for _, r := range x.recs {
-		if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+	var set []*entry
+	for _, e := range x.recs {
+		if e.committed() && (keep == nil || keep(e.name, e.routers, e.degraded)) {
+			set = append(set, e)
+		}
+	}
+	x.mu.Unlock()
+	out := make([]*vonv1.Reservation, 0, len(set))
+	for _, e := range set {
+		if r := e.record(); r != nil {
 			out = append(out, r)
 		}
 	}
@@ -327,9 +395,9 @@ func (x *index) committedIDs() (map[string]uint32, int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := make(map[string]uint32, x.counts[vonv1.ReservationState_RESERVATION_STATE_COMMITTED])
-	for _, r := range x.recs {
-		if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-			out[r.GetName()] = r.GetOnId()
+	for _, e := range x.recs {
+		if e.committed() {
+			out[e.name] = e.onID
 		}
 	}
 	return out, x.rev
@@ -355,8 +423,10 @@ func (x *index) duePast(now time.Time) []*vonv1.Reservation {
 	var out []*vonv1.Reservation
 	for x.due.Len() > 0 && now.After(x.due[0].at) {
 		d := heap.Pop(&x.due).(deadline)
-		if r := x.recs[d.key]; r != nil && int64(r.GetRevision()) == d.rev {
-			out = append(out, r)
+		if e := x.recs[d.key]; e != nil && e.rev == d.rev {
+			if r := e.record(); r != nil {
+				out = append(out, r)
+			}
 		}
 	}
 	return out
@@ -383,7 +453,7 @@ func (x *index) later(r *vonv1.Reservation, at time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	key := url.PathEscape(r.GetName())
-	if cur := x.recs[key]; cur != nil && cur.GetRevision() == r.GetRevision() {
+	if cur := x.recs[key]; cur != nil && uint64(cur.rev) == r.GetRevision() {
 		heap.Push(&x.due, deadline{at: at, key: key, rev: int64(r.GetRevision()), retention: terminal(r.GetState())})
 	}
 }
@@ -493,17 +563,19 @@ func (m *Manager) committedOn(ctx context.Context, node string) ([]*vonv1.Reserv
 	return out, rev, nil
 }
 
-// committedAll returns every committed reservation (index or store).
-func (m *Manager) committedAll(ctx context.Context) ([]*vonv1.Reservation, error) {
+// committedAll returns the committed reservations keep selects (nil: all),
+// from the index or the store.
+func (m *Manager) committedAll(ctx context.Context, keep func(name string, routers []string, degraded bool) bool) ([]*vonv1.Reservation, error) {
 	if x := m.index(); x != nil {
-		return x.committed(), nil
+		return x.committed(keep), nil
 	}
 	ons, _, err := m.store.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(ons, func(r *vonv1.Reservation) bool {
-		return r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED
+		return r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED ||
+			keep != nil && !keep(r.GetName(), routersOf(r), r.GetDegraded() != "")
 	}), nil
 }
 

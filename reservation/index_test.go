@@ -2,10 +2,13 @@ package reservation
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vonv1 "github.com/vonproject/von/proto/von/v1"
@@ -176,5 +179,65 @@ func TestReadsWaitForTheIndexToLoad(t *testing.T) {
 	}
 	if n := m.store.lists.Load(); n != 0 {
 		t.Fatalf("read every record %d times while the index loaded", n)
+	}
+}
+
+// bigRecord is a committed redundant record of the size the scale run
+// reserves: four members, two disjoint paths per pair over six routers
+// each, twelve routers in all.
+func bigRecord(name string, id uint32) *vonv1.Reservation {
+	r := rec(name, id, vonv1.ReservationState_RESERVATION_STATE_COMMITTED, time.Now().Add(time.Hour))
+	r.Redundant = true
+	r.Members = []*vonv1.Member{{Name: "h1"}, {Name: "h2"}, {Name: "h3"}, {Name: "h4"}}
+	r.Paths = nil
+	for p := range 3 {
+		pp := &vonv1.MemberPairPaths{SrcMember: "h1", DstMember: fmt.Sprintf("h%d", p+2)}
+		for k := range 2 {
+			path := &vonv1.Path{Nodes: []string{"h1"}}
+			for i := range 6 {
+				n := fmt.Sprintf("router-%03d", (int(id)*7+(k*6+(i+p)%6))%1000)
+				path.Nodes = append(path.Nodes, n)
+				path.Links = append(path.Links, "link-"+n)
+			}
+			pp.Paths = append(pp.Paths, path)
+		}
+		r.Paths = append(r.Paths, pp)
+	}
+	return r
+}
+
+// The index holds 100,000 records on a manager that must stay under 1 GiB:
+// each is kept as stored plus what the loops select by, not parsed (a
+// parsed record is about three times its stored size).
+func TestIndexKeepsRecordsCompact(t *testing.T) {
+	const n = 5000
+	vals := make([][]byte, n)
+	stored := 0
+	for i := range vals {
+		b, err := proto.Marshal(bigRecord(fmt.Sprintf("on-%05d", i), uint32(i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals[i], stored = b, stored+len(b)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	x := newIndex(time.Hour)
+	for i, v := range vals {
+		x.put(fmt.Sprintf("on-%05d", i), v, int64(i+1))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := int(after.HeapAlloc) - int(before.HeapAlloc)
+	runtime.KeepAlive(x)
+	// The stored bytes themselves are vals (already counted in before): the
+	// index's own cost per record is entries, router sets and deadlines.
+	t.Logf("%d records of %d bytes stored: index holds %d bytes each beyond them", n, stored/n, held/n)
+	if limit := stored / n; held/n > limit {
+		t.Fatalf("the index holds %d bytes per record beyond the stored %d", held/n, stored/n)
+	}
+	if ons, _ := x.committedOn("router-005"); len(ons) == 0 || ons[0].GetPaths() == nil {
+		t.Fatalf("router-005 carries %d records, parsed: %v", len(ons), ons)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -200,16 +201,18 @@ func (m *Manager) specFor(ts *TopologyState, r *vonv1.Reservation, node string, 
 	if err != nil {
 		return nil, err
 	}
-	enc := make(map[string][]byte, len(pl.Specs))
-	for n, s := range pl.Specs {
+	enc := &specSet{nodes: make([]string, 0, len(pl.Specs)), ends: make([]uint32, 0, len(pl.Specs))}
+	for _, n := range slices.Sorted(maps.Keys(pl.Specs)) {
+		s := pl.Specs[n]
 		s.OnId = r.GetOnId()
 		s.LeaseTtl = durationpb.New(m.cfg.PartitionLease)
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+		b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(enc.buf, s)
 		if err != nil {
 			return nil, fmt.Errorf("encode the partition of %s on %s: %w", r.GetName(), n, err)
 		}
-		enc[n] = b
+		enc.buf, enc.nodes, enc.ends = b, append(enc.nodes, n), append(enc.ends, uint32(len(b)))
 	}
+	enc.buf = slices.Clip(enc.buf)
 	if r.GetRevision() != 0 {
 		m.specs.put(key, enc)
 	}
@@ -233,7 +236,28 @@ type specKey struct {
 // of the manager's heap), bounded: when full it starts afresh.
 type specCache struct {
 	mu sync.Mutex
-	m  map[specKey]map[string][]byte
+	m  map[specKey]*specSet
+}
+
+// specSet is one record's partitions, marshalled one after another (a map
+// of a dozen slices per record cost as much again at 100,000 records).
+type specSet struct {
+	nodes []string // sorted
+	ends  []uint32 // ends[i]: where nodes[i]'s partition ends in buf
+	buf   []byte
+}
+
+// get returns node's marshalled partition (nil: node is not on the paths).
+func (s *specSet) get(node string) []byte {
+	i, ok := slices.BinarySearch(s.nodes, node)
+	if !ok {
+		return nil
+	}
+	from := uint32(0)
+	if i > 0 {
+		from = s.ends[i-1]
+	}
+	return s.buf[from:s.ends[i]:s.ends[i]]
 }
 
 // specCacheMax bounds specCache (records; each holds one spec per router).
@@ -248,14 +272,14 @@ func (c *specCache) get(k specKey, node string) (b []byte, ok bool) {
 	if !ok {
 		return nil, false
 	}
-	return v[node], true
+	return v.get(node), true
 }
 
-func (c *specCache) put(k specKey, v map[string][]byte) {
+func (c *specCache) put(k specKey, v *specSet) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= specCacheMax {
-		c.m = map[specKey]map[string][]byte{}
+		c.m = map[specKey]*specSet{}
 	}
 	c.m[k] = v
 }

@@ -126,56 +126,73 @@ func (a *Admission) amount(c Charge) uint64 {
 // Admit allocates a fresh ON id and charges every link direction, atomically
 // with the caller's Ops. It returns the id and the revision of the transaction.
 func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) {
-	charges := dedupe(a.Charges)
-	unlock, err := l.locks.lock(ctx, charges)
+	var id uint32
+	rev, err := l.change(ctx, "admission", "admission of "+a.Owner, dedupe(a.Charges), nil, a.Guard,
+		func(charges []Charge, links []linkState, _ *clientv3.TxnResponse) ([]clientv3.Cmp, []clientv3.Op, error) {
+			cmps := l.fenced(a.Guard)
+			var puts []clientv3.Op
+			for i, c := range charges {
+				limit, ok := a.Limit(c.Link)
+				if !ok {
+					return nil, nil, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
+				}
+				reserved, amt := links[i].reserved, a.amount(c)
+				if reserved+amt > limit || reserved+amt < reserved {
+					return nil, nil, &CapacityError{Charge: c, Limit: limit, Reserved: reserved, Rate: amt}
+				}
+				cmp, put := l.setLink(c, links[i], reserved+amt)
+				cmps, puts = append(cmps, cmp), append(puts, put)
+			}
+			id = randomID()
+			idVal, _ := json.Marshal(idRecord{Owner: a.Owner})
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.idKey(id)), "=", 0))
+			puts = append(puts, clientv3.OpPut(l.idKey(id), string(idVal)))
+			if a.Ops != nil {
+				ops, err := a.Ops(id)
+				if err != nil {
+					return nil, nil, err
+				}
+				puts = append(puts, ops...)
+			}
+			return cmps, puts, nil
+		})
 	if err != nil {
 		return 0, 0, err
+	}
+	return id, rev, nil
+}
+
+// change is the one way the ledger changes: under the in-process locks of
+// charges, read them (and the extra keys, whose responses follow), let build
+// make the guarded transaction from what was read, and commit it; when a link
+// changed in between, back off and read again, up to MaxAttempts (then
+// ErrContention, as "desc: ..."). what names the change in conflicts counted.
+func (l *Ledger) change(ctx context.Context, what, desc string, charges []Charge, extra []string, guard []clientv3.Cmp,
+	build func(charges []Charge, links []linkState, resp *clientv3.TxnResponse) ([]clientv3.Cmp, []clientv3.Op, error)) (int64, error) {
+	unlock, err := l.locks.lock(ctx, charges)
+	if err != nil {
+		return 0, err
 	}
 	defer unlock()
 	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
-				return 0, 0, err
+				return 0, err
 			}
 		}
-		links, _, err := l.readLinks(ctx, charges)
+		links, resp, err := l.readLinks(ctx, charges, extra...)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
-		cmps := l.fenced(a.Guard)
-		var puts []clientv3.Op
-		for i, c := range charges {
-			limit, ok := a.Limit(c.Link)
-			if !ok {
-				return 0, 0, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
-			}
-			reserved, amt := links[i].reserved, a.amount(c)
-			if reserved+amt > limit || reserved+amt < reserved {
-				return 0, 0, &CapacityError{Charge: c, Limit: limit, Reserved: reserved, Rate: amt}
-			}
-			cmp, put := l.setLink(c, links[i], reserved+amt)
-			cmps, puts = append(cmps, cmp), append(puts, put)
-		}
-		id := randomID()
-		idVal, _ := json.Marshal(idRecord{Owner: a.Owner})
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.idKey(id)), "=", 0))
-		puts = append(puts, clientv3.OpPut(l.idKey(id), string(idVal)))
-		if a.Ops != nil {
-			ops, err := a.Ops(id)
-			if err != nil {
-				return 0, 0, err
-			}
-			puts = append(puts, ops...)
-		}
-		rev, done, err := l.commit(ctx, "admission", cmps, puts, a.Guard)
+		cmps, puts, err := build(charges, links, resp)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
-		if done {
-			return id, rev, nil
+		if rev, done, err := l.commit(ctx, what, cmps, puts, guard); done || err != nil {
+			return rev, err
 		}
 	}
-	return 0, 0, fmt.Errorf("admission of %s: %w", a.Owner, ErrContention)
+	return 0, fmt.Errorf("%s: %w", desc, ErrContention)
 }
 
 // linkState is what one link direction holds, and the mod revision read.
@@ -267,41 +284,23 @@ func (l *Ledger) Release(ctx context.Context, id uint32, amounts map[Charge]uint
 	for c := range amounts {
 		charges = append(charges, c)
 	}
-	charges = dedupe(charges)
-	unlock, err := l.locks.lock(ctx, charges)
-	if err != nil {
-		return 0, err
-	}
-	defer unlock()
-	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
-		if attempt > 0 {
-			if err := backoff(ctx, attempt); err != nil {
-				return 0, err
+	return l.change(ctx, "release", fmt.Sprintf("release of ON %d", id), dedupe(charges), []string{l.idKey(id)}, guard,
+		func(charges []Charge, links []linkState, resp *clientv3.TxnResponse) ([]clientv3.Cmp, []clientv3.Op, error) {
+			cmps := l.fenced(guard)
+			puts := append([]clientv3.Op(nil), ops...)
+			for i, c := range charges {
+				cmp, put := l.setLink(c, links[i], links[i].reserved-min(links[i].reserved, amounts[c]))
+				cmps, puts = append(cmps, cmp), append(puts, put)
 			}
-		}
-		links, resp, err := l.readLinks(ctx, charges, l.idKey(id))
-		if err != nil {
-			return 0, err
-		}
-		cmps := l.fenced(guard)
-		puts := append([]clientv3.Op(nil), ops...)
-		for i, c := range charges {
-			cmp, put := l.setLink(c, links[i], links[i].reserved-min(links[i].reserved, amounts[c]))
-			cmps, puts = append(cmps, cmp), append(puts, put)
-		}
-		var owner string
-		if kvs := resp.Responses[len(charges)].GetResponseRange().Kvs; len(kvs) > 0 {
-			var rec idRecord
-			_ = json.Unmarshal(kvs[0].Value, &rec)
-			owner = rec.Owner
-		}
-		q, _ := json.Marshal(idRecord{Owner: owner, Until: time.Now().Add(l.Quarantine).UnixNano()})
-		puts = append(puts, clientv3.OpPut(l.idKey(id), string(q)))
-		if rev, done, err := l.commit(ctx, "release", cmps, puts, guard); done || err != nil {
-			return rev, err
-		}
-	}
-	return 0, fmt.Errorf("release of ON %d: %w", id, ErrContention)
+			var owner string
+			if kvs := resp.Responses[len(charges)].GetResponseRange().Kvs; len(kvs) > 0 {
+				var rec idRecord
+				_ = json.Unmarshal(kvs[0].Value, &rec)
+				owner = rec.Owner
+			}
+			q, _ := json.Marshal(idRecord{Owner: owner, Until: time.Now().Add(l.Quarantine).UnixNano()})
+			return cmps, append(puts, clientv3.OpPut(l.idKey(id), string(q))), nil
+		})
 }
 
 // Rebalance moves an ON's charges from old to new amounts (re-routing it),
@@ -315,44 +314,27 @@ func (l *Ledger) Rebalance(ctx context.Context, old, new map[Charge]uint64, limi
 	for c := range new {
 		charges = append(charges, c)
 	}
-	charges = dedupe(charges)
-	unlock, err := l.locks.lock(ctx, charges)
-	if err != nil {
-		return 0, err
-	}
-	defer unlock()
-	for attempt := 0; attempt < l.MaxAttempts; attempt++ {
-		if attempt > 0 {
-			if err := backoff(ctx, attempt); err != nil {
-				return 0, err
-			}
-		}
-		links, _, err := l.readLinks(ctx, charges)
-		if err != nil {
-			return 0, err
-		}
-		cmps := l.fenced(guard)
-		puts := append([]clientv3.Op(nil), ops...)
-		for i, c := range charges {
-			reserved := links[i].reserved
-			next := reserved - min(reserved, old[c])
-			if new[c] > old[c] {
-				lim, ok := limit(c.Link)
-				if !ok {
-					return 0, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
+	return l.change(ctx, "rebalance", "rebalance", dedupe(charges), nil, guard,
+		func(charges []Charge, links []linkState, _ *clientv3.TxnResponse) ([]clientv3.Cmp, []clientv3.Op, error) {
+			cmps := l.fenced(guard)
+			puts := append([]clientv3.Op(nil), ops...)
+			for i, c := range charges {
+				reserved := links[i].reserved
+				next := reserved - min(reserved, old[c])
+				if new[c] > old[c] {
+					lim, ok := limit(c.Link)
+					if !ok {
+						return nil, nil, fmt.Errorf("%w: unknown link %q", ErrInvalid, c.Link)
+					}
+					if next+new[c] > lim {
+						return nil, nil, &CapacityError{Charge: c, Limit: lim, Reserved: next, Rate: new[c]}
+					}
 				}
-				if next+new[c] > lim {
-					return 0, &CapacityError{Charge: c, Limit: lim, Reserved: next, Rate: new[c]}
-				}
+				cmp, put := l.setLink(c, links[i], next+new[c])
+				cmps, puts = append(cmps, cmp), append(puts, put)
 			}
-			cmp, put := l.setLink(c, links[i], next+new[c])
-			cmps, puts = append(cmps, cmp), append(puts, put)
-		}
-		if rev, done, err := l.commit(ctx, "rebalance", cmps, puts, guard); done || err != nil {
-			return rev, err
-		}
-	}
-	return 0, fmt.Errorf("rebalance: %w", ErrContention)
+			return cmps, puts, nil
+		})
 }
 
 // Reserved returns the bit/s reserved on each link direction that has any.

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vonv1 "github.com/vonproject/von/proto/von/v1"
@@ -534,5 +535,38 @@ func TestTopologyParsedOnceUnderLoad(t *testing.T) {
 	wg.Wait()
 	if n := st.parses.Load(); n != 1 {
 		t.Fatalf("50 concurrent callers parsed the topology %d times, want once", n)
+	}
+}
+
+// The partitions kept per record (one buffer per record, not a map) answer
+// exactly what deriving them again gives, for every router of the ON, and
+// nothing for a router off its paths.
+func TestSpecCacheAnswersAsDerived(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := New(cli, Config{})
+	applyYAML(t, m, routed)
+	ctx := context.Background()
+	ts, _ := m.store.Topology(ctx)
+	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := committedRecord("on", 5, time.Now().Add(time.Hour))
+	r.Members, r.Paths, r.Links, r.Revision = pl.Members, pl.Pairs, pl.Charged, 7
+	if len(pl.Specs) < 2 {
+		t.Fatalf("the plan crosses %d routers; the test needs two", len(pl.Specs))
+	}
+	for node := range pl.Specs {
+		derived, err := m.specFor(ts, r, node, nil) // the first call fills the cache
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached, err := m.specFor(ts, r, node, nil)
+		if err != nil || !proto.Equal(derived, cached) {
+			t.Fatalf("%s: cached %v (%v), derived %v", node, cached, err, derived)
+		}
+	}
+	if _, err := m.specFor(ts, r, "h1", nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a node off the paths: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package reservation
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -81,7 +82,7 @@ func (m *Manager) replan(ts *TopologyState, r *vonv1.Reservation, reserved map[C
 			}
 			// Stay link-disjoint from the pair's other paths (their access links
 			// to single-homed members are shared by construction).
-			excl := maps(avoid)
+			excl := maps.Clone(avoid)
 			for j, o := range pp.GetPaths() {
 				if j == k {
 					continue
@@ -168,14 +169,6 @@ func (p *placement) charge(t *topology.Topology, rate uint64) {
 			p.Charged = append(p.Charged, &vonv1.ChargedLink{Link: l, Direction: d.proto(), RateBps: amt, Copies: uint32(copies[l])})
 		}
 	}
-}
-
-func maps(m map[string]bool) map[string]bool {
-	out := make(map[string]bool, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // reroute moves a degraded redundant ON's broken paths around the failure.
