@@ -153,6 +153,10 @@ type entry struct {
 	state    vonv1.ReservationState
 	degraded bool
 	routers  []string // committed: the routers its paths cross
+	// notEnforced is the record's list of routers that could not enforce it
+	// (noteSync compares it with what each Sync reports).
+	notEnforced []*vonv1.NotEnforced
+	parsed      *vonv1.Reservation // set only on entries made from a store read
 }
 
 func (e *entry) committed() bool {
@@ -161,6 +165,9 @@ func (e *entry) committed() bool {
 
 // record parses e (nil if it does not parse; put checked that it does).
 func (e *entry) record() *vonv1.Reservation {
+	if e.parsed != nil {
+		return e.parsed
+	}
 	r := &vonv1.Reservation{}
 	if proto.Unmarshal(e.raw, r) != nil {
 		return nil
@@ -176,7 +183,8 @@ func (x *index) put(key string, value []byte, modRev int64) {
 		return // the store reports it to whoever reads it
 	}
 	r.Revision = uint64(modRev)
-	e := &entry{raw: value, rev: modRev, name: r.GetName(), onID: r.GetOnId(), state: r.GetState(), degraded: r.GetDegraded() != ""}
+	e := &entry{raw: value, rev: modRev, name: r.GetName(), onID: r.GetOnId(), state: r.GetState(), degraded: r.GetDegraded() != "",
+		notEnforced: r.GetNotEnforced()}
 	if e.committed() {
 		e.routers = routersOf(r)
 		for i, n := range e.routers {
@@ -311,22 +319,16 @@ func (x *index) reflects(rev int64) bool {
 	return x.rev >= rev && !x.failed
 }
 
-// committedOn returns the committed reservations crossing node, and the
-// index's revision.
-func (x *index) committedOn(node string) ([]*vonv1.Reservation, int64) {
+// committedOn returns the committed reservations crossing node (entries, to
+// parse on use), and the index's revision.
+func (x *index) committedOn(node string) ([]*entry, int64) {
 	x.mu.Lock()
-	set, rev := make([]*entry, 0, len(x.byRouter[node])), x.rev
+	defer x.mu.Unlock()
+	out := make([]*entry, 0, len(x.byRouter[node]))
 	for e := range x.byRouter[node] {
-		set = append(set, e)
+		out = append(out, e)
 	}
-	x.mu.Unlock()
-	out := make([]*vonv1.Reservation, 0, len(set))
-	for _, e := range set { // entries are immutable: parse outside the lock
-		if r := e.record(); r != nil {
-			out = append(out, r)
-		}
-	}
-	return out, rev
+	return out, x.rev
 }
 
 // idsByRouter returns, per router, the ON ids of the committed reservations
@@ -540,9 +542,9 @@ func indexStream(ctx context.Context) context.Context {
 // committedOn returns the committed reservations whose paths cross node, in
 // name order, and the store revision they reflect: from the index once it
 // has caught up with the store, else from the store itself.
-func (m *Manager) committedOn(ctx context.Context, node string) ([]*vonv1.Reservation, int64, error) {
+func (m *Manager) committedOn(ctx context.Context, node string) ([]*entry, int64, error) {
 	var (
-		out []*vonv1.Reservation
+		out []*entry
 		rev int64
 	)
 	if x := m.loadedIndex(ctx); x != nil {
@@ -555,11 +557,12 @@ func (m *Manager) committedOn(ctx context.Context, node string) ([]*vonv1.Reserv
 		rev = r
 		for _, r := range ons {
 			if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED && slices.Contains(routersOf(r), node) {
-				out = append(out, r)
+				out = append(out, &entry{parsed: r, rev: int64(r.GetRevision()), name: r.GetName(), onID: r.GetOnId(),
+					state: r.GetState(), notEnforced: r.GetNotEnforced()})
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b *vonv1.Reservation) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(out, func(a, b *entry) int { return strings.Compare(a.name, b.name) })
 	return out, rev, nil
 }
 

@@ -61,8 +61,8 @@ func TestIndexFollowsTheStore(t *testing.T) {
 	names := func(node string) []string {
 		recs, _ := x.committedOn(node)
 		var out []string
-		for _, r := range recs {
-			out = append(out, r.GetName())
+		for _, e := range recs {
+			out = append(out, e.record().GetName())
 		}
 		slices.Sort(out)
 		return out
@@ -174,7 +174,7 @@ func TestReadsWaitForTheIndexToLoad(t *testing.T) {
 	}()
 	ons, _, err := m.committedOn(ctx, "r1")
 	<-loaded
-	if err != nil || len(ons) != 1 || ons[0].GetName() != "a" {
+	if err != nil || len(ons) != 1 || ons[0].name != "a" {
 		t.Fatalf("committedOn: %v, %v", ons, err)
 	}
 	if n := m.store.lists.Load(); n != 0 {
@@ -237,7 +237,7 @@ func TestIndexKeepsRecordsCompact(t *testing.T) {
 	if limit := stored / n; held/n > limit {
 		t.Fatalf("the index holds %d bytes per record beyond the stored %d", held/n, stored/n)
 	}
-	if ons, _ := x.committedOn("router-005"); len(ons) == 0 || ons[0].GetPaths() == nil {
+	if ons, _ := x.committedOn("router-005"); len(ons) == 0 || ons[0].record().GetPaths() == nil {
 		t.Fatalf("router-005 carries %d records, parsed: %v", len(ons), ons)
 	}
 }

@@ -149,9 +149,13 @@ func (m *Manager) expireOnce(ctx context.Context) {
 	}
 }
 
-// desired lists the partitions node must hold: one per committed reservation whose
-// paths cross it, with those reservations and the store revision they were read at. An ON whose partition cannot be derived
-// is left out (and logged); the rest still reach the router.
+// desired lists the partitions node must hold: one per committed reservation
+// whose paths cross it, with those reservations and the store revision they
+// were read at. The reservations carry only what noteSync reads (name, ON id,
+// revision, where not enforced): a router of 100,000 ONs carries thousands,
+// and a sync round parsing each in full held gigabytes at once. An ON whose
+// partition cannot be derived is left out (and logged); the rest still reach
+// the router.
 func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservation, []*vonv1.PartitionSpec, int64, error) {
 	ons, rev, err := m.committedOn(ctx, node)
 	if err != nil || len(ons) == 0 {
@@ -167,16 +171,16 @@ func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservatio
 	}
 	recs := make([]*vonv1.Reservation, 0, len(ons))
 	out := make([]*vonv1.PartitionSpec, 0, len(ons))
-	for _, r := range ons {
-		spec, err := m.specFor(ts, r, node, agents)
+	for _, e := range ons {
+		spec, err := m.specOf(ts, e.name, uint64(e.rev), e.record, node, agents)
 		if err != nil {
 			// One ON the manager cannot derive (a record that no longer fits
 			// the topology) must not take every other ON of the router with it.
 			m.log.Error("cannot derive a committed ON's partition; leaving it out of the router's desired state",
-				"name", r.GetName(), "router", node, "err", err)
+				"name", e.name, "router", node, "err", err)
 			continue
 		}
-		recs = append(recs, r)
+		recs = append(recs, &vonv1.Reservation{Name: e.name, OnId: e.onID, Revision: uint64(e.rev), NotEnforced: e.notEnforced})
 		out = append(out, spec)
 	}
 	return recs, out, rev, nil
@@ -187,7 +191,13 @@ func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservatio
 // topology and agent addresses and kept marshalled (specCache); each call
 // returns a copy of its own.
 func (m *Manager) specFor(ts *TopologyState, r *vonv1.Reservation, node string, agents map[string]*vonv1.Agent) (*vonv1.PartitionSpec, error) {
-	key := specKey{name: r.GetName(), rev: r.GetRevision(), topo: ts.Revision, addrs: m.agentAddrs.Load()}
+	return m.specOf(ts, r.GetName(), r.GetRevision(), func() *vonv1.Reservation { return r }, node, agents)
+}
+
+// specOf is specFor for the record name at revision rev, which record
+// returns (nil: it does not parse) and is called only when the cache misses.
+func (m *Manager) specOf(ts *TopologyState, name string, rev uint64, record func() *vonv1.Reservation, node string, agents map[string]*vonv1.Agent) (*vonv1.PartitionSpec, error) {
+	key := specKey{name: name, rev: rev, topo: ts.Revision, addrs: m.agentAddrs.Load()}
 	if b, ok := m.specs.get(key, node); ok {
 		if b == nil {
 			return nil, fmt.Errorf("%w: %s is not on the paths", ErrInvalid, node)
@@ -196,6 +206,10 @@ func (m *Manager) specFor(ts *TopologyState, r *vonv1.Reservation, node string, 
 		if err := proto.Unmarshal(b, s); err == nil {
 			return s, nil
 		}
+	}
+	r := record()
+	if r == nil {
+		return nil, fmt.Errorf("%w: the record of %s does not parse", ErrInvalid, name)
 	}
 	pl, err := placeRecorded(ts, r, m.cfg.DSCP, m.cfg.Port, agents)
 	if err != nil {

@@ -570,3 +570,46 @@ func TestSpecCacheAnswersAsDerived(t *testing.T) {
 		t.Fatalf("a node off the paths: %v", err)
 	}
 }
+
+// A router's desired state comes from the kept partitions without parsing
+// the records again (a sync round over routers of thousands of ONs each held
+// gigabytes of parsed records at once): with the index's stored records
+// made unreadable, a second read of the state still returns every partition.
+func TestDesiredStateReadsNoRecordOnACacheHit(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, routed)
+	ctx := context.Background()
+	ts, _ := m.store.Topology(ctx)
+	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := committedRecord("on", 5, time.Now().Add(time.Hour))
+	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
+	putRecord(t, m, r)
+	want := func() {
+		t.Helper()
+		recs, specs, _, err := m.desired(ctx, "r1")
+		if err != nil || len(specs) != 1 || specs[0].GetOnId() != 5 || len(recs) != 1 || recs[0].GetName() != "on" {
+			t.Fatalf("desired state of r1: %v, %v (%v)", specs, recs, err)
+		}
+	}
+	want()
+	x := m.index()
+	if x == nil {
+		t.Fatal("no index")
+	}
+	x.mu.Lock() // entries are read outside the lock: replace them, unreadable
+	for key, e := range x.recs {
+		bad := *e
+		bad.raw = []byte{0xff, 0xff}
+		x.recs[key] = &bad
+		for _, n := range e.routers {
+			delete(x.byRouter[n], e)
+			x.byRouter[n][&bad] = struct{}{}
+		}
+	}
+	x.mu.Unlock()
+	want()
+}
