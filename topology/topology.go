@@ -1,4 +1,4 @@
-// Package topology parses and validates the VON topology file (DESIGN.md §7) into a
+// Package topology parses and validates the VON topology file (docs/topology.md) into a
 // typed model of nodes and full-duplex links. The path algorithms, the manager and the
 // testbed all read the network through this model.
 package topology

@@ -1,5 +1,5 @@
 // Package wire encodes and parses the VON wire format v1: the 16-byte ON header
-// that starts the UDP payload of every ON data packet (DESIGN.md §3).
+// that starts the UDP payload of every ON data packet (docs/wire.md).
 //
 // A router needs only the first 4 bytes (the ON id) and byte 5 (the path index);
 // the SDK needs the whole header. Parse never panics on any input.
@@ -11,7 +11,7 @@ import (
 	"fmt"
 )
 
-// Wire-format constants (DESIGN.md §3).
+// Wire-format constants (docs/wire.md).
 const (
 	// HeaderLen is the length of the ON header at the start of the UDP payload.
 	HeaderLen = 16

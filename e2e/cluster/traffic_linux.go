@@ -12,7 +12,7 @@ import (
 	"github.com/vonproject/von/wire"
 )
 
-// ONPort and ONTOS are the wire format's defaults (DESIGN.md §3).
+// ONPort and ONTOS are the wire format's defaults (docs/wire.md).
 const (
 	ONPort = 4750
 	ONTOS  = 44 << 2

@@ -1,4 +1,4 @@
-// Partitions: what one router installs for one ON (DESIGN.md §4). The manager
+// Partitions: what one router installs for one ON (docs/partition.md). The manager
 // computes a PartitionSpec per (ON, router) from the reservation's paths; the agent
 // turns it into HTB classes, classification, path pinning and edge policing.
 

@@ -586,7 +586,7 @@ type isApplyTopologyRequest_Source interface {
 }
 
 type ApplyTopologyRequest_Yaml struct {
-	// Raw topology file (YAML, DESIGN.md §7). The manager parses and validates it
+	// Raw topology file (YAML, docs/topology.md). The manager parses and validates it
 	// with the same code as vonctl and stores the text verbatim, so GetTopology
 	// returns the operator's own file. Problems come back as INVALID_ARGUMENT naming
 	// the line.
