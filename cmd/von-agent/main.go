@@ -18,12 +18,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vonproject/von/agent"
+	"github.com/vonproject/von/internal/buildinfo"
+	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/pki"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -87,6 +86,8 @@ SIGINT/SIGTERM stop the agent gracefully; installed partitions stay in place
 	f.DurationVar(&o.defaultHold, "default-hold", agent.DefaultHoldTTL, "prepared-hold lifetime when the manager gives none")
 	f.DurationVar(&o.registerInterval, "register-interval", agent.DefaultRegisterInterval, "period of the Register heartbeat to the manager")
 	o.security.Register(f)
+	cmd.AddCommand(clidocs.Command("8"))
+	clidocs.SetVersion(cmd)
 	cmd.SetArgs(args)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -138,7 +139,7 @@ func serve(ctx context.Context, o options, logw io.Writer) error {
 	a, err := agent.New(ctx, agent.Config{
 		TLS: tls, Insecure: tls == nil,
 		Node: o.node, Netns: o.netns, StateDir: o.stateDir, ManagerAddr: o.manager,
-		ListenAddr: o.listen, Endpoint: o.endpoint, MetricsAddr: o.metrics, Logger: log, Version: version,
+		ListenAddr: o.listen, Endpoint: o.endpoint, MetricsAddr: o.metrics, Logger: log, Version: buildinfo.Get().Short(),
 		DSCP: uint8(o.dscp), Port: uint16(o.port), ForceRootQdisc: o.forceRootQdisc, PolicingDrop: o.policingDrop,
 		Interfaces: o.interfaces, DefaultLeaseTTL: o.defaultLease, DefaultHoldTTL: o.defaultHold,
 		RegisterInterval: o.registerInterval,

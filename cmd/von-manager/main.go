@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/managerd"
 	"github.com/vonproject/von/pki"
@@ -22,8 +24,27 @@ import (
 func main() {
 	if err := command().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "von-manager:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// usageError marks bad flags or configuration: exit status 2, on which
+// von-manager.service does not restart (RestartPreventExitStatus=2), since
+// starting again cannot mend them.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// exitCode is 0 for no error, 2 for a usage error, 1 for any other failure.
+func exitCode(err error) int {
+	var ue usageError
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		return 2
+	}
+	return 1
 }
 
 func command() *cobra.Command {
@@ -49,7 +70,7 @@ cluster instead (several managers may share one; the leader does the work).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(os.Stderr, logFormat, logLevel)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			if endpoints != "" {
 				for _, e := range strings.Split(endpoints, ",") {
@@ -59,11 +80,11 @@ cluster instead (several managers may share one; the leader does the work).`,
 				}
 			}
 			if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
-				return fmt.Errorf("give --data-dir (embedded etcd) or --etcd-endpoints")
+				return usageError{errors.New("give --data-dir (embedded etcd) or --etcd-endpoints")}
 			}
 			cfg.Manager.Logger = log
 			if cfg.TLS, err = security.Load(log, pki.KindManager); err != nil {
-				return err
+				return usageError{err}
 			}
 			cfg.Insecure = cfg.TLS == nil
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -71,6 +92,7 @@ cluster instead (several managers may share one; the leader does the work).`,
 			return managerd.Run(ctx, cfg)
 		},
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "gRPC address to serve vonctl, the SDK and agents on")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd's data (kept across restarts)")
@@ -96,6 +118,7 @@ cluster instead (several managers may share one; the leader does the work).`,
 	security.Register(f)
 	f.Uint32Var(&cfg.Manager.DSCP, "dscp", 44, "DSCP of ON packets")
 	f.Uint32Var(&cfg.Manager.Port, "port", 4750, "UDP destination port of ON packets")
-	cmd.AddCommand(pkiCommand())
+	cmd.AddCommand(pkiCommand(), clidocs.Command("8"))
+	clidocs.SetVersion(cmd)
 	return cmd
 }

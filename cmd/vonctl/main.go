@@ -1,4 +1,4 @@
-// Command vonctl reserves and inspects VON overlay networks (DESIGN.md §7).
+// Command vonctl reserves and inspects VON overlay networks (docs/cli.md).
 // The commands live in package cli; this main only runs them.
 package main
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/clifmt"
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/perf"
@@ -50,6 +51,7 @@ it counted (the summary is the result); setup errors exit 1, usage errors 2.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr{err} })
+	clidocs.SetVersion(root)
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.manager, "manager", os.Getenv("VON_MANAGER"), "manager address host:port (env VON_MANAGER)")
 	pf.StringVar(&c.on, "on", "", "the ON (reservation name) to join")

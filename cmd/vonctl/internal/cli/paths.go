@@ -53,7 +53,7 @@ not stop the others; vonctl exits 1 if any pair failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPaths(g, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.topology, "topology", "t", "", "topology file (YAML, DESIGN.md §7)")
+	fl.StringVarP(&f.topology, "topology", "t", "", "topology file (YAML, docs/topology.md)")
 	fl.StringVar(&f.from, "from", "", "source node name")
 	fl.StringVar(&f.to, "to", "", "target node name")
 	fl.BoolVar(&f.nodeDisjoint, "node-disjoint", false, "paths share no router either (router-disjoint)")
@@ -64,7 +64,7 @@ not stop the others; vonctl exits 1 if any pair failed.`,
 	return cmd
 }
 
-// pathsJSON is the -o json/yaml shape of DESIGN.md §7.
+// pathsJSON is the -o json/yaml shape docs/cli.md documents.
 type pathsJSON struct {
 	Paths     []pathJSON `json:"paths"`
 	TotalCost int64      `json:"total_cost"`

@@ -1,4 +1,4 @@
-// Package cli implements the vonctl commands (DESIGN.md §7). NewRoot builds
+// Package cli implements the vonctl commands (docs/cli.md). NewRoot builds
 // the cobra command tree; each command lives in its own file and registers
 // itself in NewRoot. Errors go to stderr: exit 1 when the request failed
 // (with what to do about it), exit 2 for a usage error.
@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/clifmt"
 	"github.com/vonproject/von/pki"
 )
@@ -83,7 +84,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	// Commands: one file each.
 	root.AddCommand(newPathsCmd(g))
 	root.AddCommand(newTopologyCmd(g), newReserveCmd(g), newListCmd(g), newGetCmd(g), newWatchCmd(g),
-		newRenewCmd(g), newReleaseCmd(g), newAgentsCmd(g))
+		newRenewCmd(g), newReleaseCmd(g), newAgentsCmd(g), clidocs.Command("1"))
+	clidocs.SetVersion(root)
 	return root
 }
 

@@ -65,7 +65,7 @@ shrunk below what is reserved).`,
 			return nil
 		},
 	}
-	apply.Flags().StringVarP(&file, "file", "f", "", "topology file (YAML, DESIGN.md §7)")
+	apply.Flags().StringVarP(&file, "file", "f", "", "topology file (YAML, docs/topology.md)")
 	show := &cobra.Command{
 		Use:     "show",
 		Short:   "Show the manager's network model",
