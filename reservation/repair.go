@@ -190,7 +190,7 @@ func (m *Manager) reroute(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	agents, err := m.store.Agents(ctx)
+	agents, err := m.agentRecords(ctx) // the leader's copy, as Reserve plans with
 	if err != nil {
 		return err
 	}

@@ -150,6 +150,12 @@ func spawn(t testing.TB, dir, name, bin string, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if v := os.Getenv("VON_SCALE_MANAGER_GOMEMLIMIT"); v != "" && name == "manager" {
+		// The Go runtime's soft memory limit, as an operator sets it for the
+		// manager's unit (docs/scale.md); not for this process, which holds
+		// the simulated agents.
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
