@@ -3,6 +3,7 @@ package partition
 import (
 	"cmp"
 	"fmt"
+	"github.com/vonproject/von/wire"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -12,11 +13,11 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultDSCP         = 44     // VOICE-ADMIT, TOS byte 0xB0
-	DefaultPort         = 4750   // ON UDP destination port
-	DefaultQdiscMajor   = 0x7656 // handle of our root HTB qdiscs ("vV")
-	DefaultRulePriority = 17400  // first `ip rule` priority we own
-	DefaultTableBase    = 17400  // first route table id we own
+	DefaultDSCP         = wire.DefaultDSCP // the wire format's (44: VOICE-ADMIT, TOS byte 0xB0)
+	DefaultPort         = wire.DefaultPort // the wire format's (4750)
+	DefaultQdiscMajor   = 0x7656           // handle of our root HTB qdiscs ("vV")
+	DefaultRulePriority = 17400            // first `ip rule` priority we own
+	DefaultTableBase    = 17400            // first route table id we own
 	DefaultMarkBase     = 0x76560000
 	DefaultNftTable     = "von" // nftables table (family ip) we own
 

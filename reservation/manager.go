@@ -18,6 +18,7 @@ import (
 	"github.com/vonproject/von/internal/rpcconn"
 	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
+	"github.com/vonproject/von/wire"
 )
 
 // Config tunes a Manager. Zero durations take the defaults shown.
@@ -50,8 +51,8 @@ type Config struct {
 	Quarantine        time.Duration // an ON id stays unused after release (10m)
 	Retention         time.Duration // released, expired and failed records stay visible (1h)
 
-	DSCP uint32 // ON codepoint (44)
-	Port uint32 // ON UDP port (4750)
+	DSCP uint32 // ON codepoint (wire.DefaultDSCP)
+	Port uint32 // ON UDP port (wire.DefaultPort)
 
 	Metrics *Metrics // nil: metrics are not collected
 	// TLS is this manager's certificate for calling agents, each of which must
@@ -87,10 +88,10 @@ func (c *Config) defaults() {
 	def(&c.Quarantine, 10*time.Minute)
 	def(&c.Retention, time.Hour)
 	if c.DSCP == 0 {
-		c.DSCP = 44
+		c.DSCP = wire.DefaultDSCP
 	}
 	if c.Port == 0 {
-		c.Port = 4750
+		c.Port = wire.DefaultPort
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/pki"
+	"github.com/vonproject/von/wire"
 )
 
 func main() {
@@ -78,8 +79,8 @@ SIGINT/SIGTERM stop the agent gracefully; installed partitions stay in place
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.forceRootQdisc, "force-root-qdisc", false, "replace a foreign root qdisc on an interface a partition needs (default: refuse)")
-	f.IntVar(&o.dscp, "dscp", 44, "DSCP codepoint that marks ON packets (1-63)")
-	f.IntVar(&o.port, "port", 4750, "UDP destination port of ON packets (1-65535)")
+	f.IntVar(&o.dscp, "dscp", wire.DefaultDSCP, "DSCP codepoint that marks ON packets (1-63)")
+	f.IntVar(&o.port, "port", wire.DefaultPort, "UDP destination port of ON packets (1-65535)")
 	f.StringSliceVar(&o.interfaces, "interfaces", nil, "comma-separated interfaces the agent may manage (default: all but lo)")
 	f.BoolVar(&o.policingDrop, "policing-drop", false, "drop ON-marked packets from non-members at the edge (default: re-mark them best effort)")
 	f.DurationVar(&o.defaultLease, "default-lease", agent.DefaultLeaseTTL, "partition lease when the manager gives none")

@@ -19,6 +19,7 @@ import (
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/managerd"
 	"github.com/vonproject/von/pki"
+	"github.com/vonproject/von/wire"
 )
 
 func main() {
@@ -82,6 +83,14 @@ cluster instead (several managers may share one; the leader does the work).`,
 			if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
 				return usageError{errors.New("give --data-dir (embedded etcd) or --etcd-endpoints")}
 			}
+			// Every agent refuses a partition outside these ranges: refuse
+			// to start rather than have every reservation fail at Prepare.
+			if cfg.Manager.DSCP < 1 || cfg.Manager.DSCP > 63 {
+				return usageError{fmt.Errorf("--dscp %d: want 1-63", cfg.Manager.DSCP)}
+			}
+			if cfg.Manager.Port < 1 || cfg.Manager.Port > 65535 {
+				return usageError{fmt.Errorf("--port %d: want 1-65535", cfg.Manager.Port)}
+			}
 			cfg.Manager.Logger = log
 			if cfg.TLS, err = security.Load(log, pki.KindManager); err != nil {
 				return usageError{err}
@@ -116,8 +125,8 @@ cluster instead (several managers may share one; the leader does the work).`,
 	f.DurationVar(&cfg.Manager.Quarantine, "id-quarantine", 10*time.Minute, "how long a released ON id stays unused")
 	f.DurationVar(&cfg.Manager.Retention, "retention", time.Hour, "how long released, expired and failed reservations stay listed")
 	security.Register(f)
-	f.Uint32Var(&cfg.Manager.DSCP, "dscp", 44, "DSCP of ON packets")
-	f.Uint32Var(&cfg.Manager.Port, "port", 4750, "UDP destination port of ON packets")
+	f.Uint32Var(&cfg.Manager.DSCP, "dscp", wire.DefaultDSCP, "DSCP of ON packets (1-63)")
+	f.Uint32Var(&cfg.Manager.Port, "port", wire.DefaultPort, "UDP destination port of ON packets (1-65535)")
 	cmd.AddCommand(pkiCommand(), clidocs.Command("8"))
 	clidocs.SetVersion(cmd)
 	return cmd

@@ -14,8 +14,8 @@ import (
 
 // ONPort and ONTOS are the wire format's defaults (docs/wire.md).
 const (
-	ONPort = 4750
-	ONTOS  = 44 << 2
+	ONPort = wire.DefaultPort
+	ONTOS  = wire.DefaultDSCP << 2
 )
 
 // ONFlow is paced ON traffic from one member to another: every packet carries the ON
