@@ -157,6 +157,16 @@ func (m *Manager) expireOnce(ctx context.Context) {
 // partition cannot be derived is left out (and logged); the rest still reach
 // the router.
 func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservation, []*vonv1.PartitionSpec, int64, error) {
+	// At most desiredParallelism at once, and none for a caller that gave
+	// up: at 100,000 ONs, agents whose heartbeats timed out on an
+	// overloaded leader asked for their full state again and again while the
+	// abandoned answers were still being computed — 2,700 at once, 2.5 GB.
+	select {
+	case m.desiredSem <- struct{}{}:
+		defer func() { <-m.desiredSem }()
+	case <-ctx.Done():
+		return nil, nil, 0, fmt.Errorf("%s's desired state: %w", node, ctx.Err())
+	}
 	ons, rev, err := m.committedOn(ctx, node)
 	if err != nil || len(ons) == 0 {
 		return nil, nil, rev, err
@@ -171,7 +181,10 @@ func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservatio
 	}
 	recs := make([]*vonv1.Reservation, 0, len(ons))
 	out := make([]*vonv1.PartitionSpec, 0, len(ons))
-	for _, e := range ons {
+	for i, e := range ons {
+		if i%256 == 0 && ctx.Err() != nil {
+			return nil, nil, 0, fmt.Errorf("%s's desired state: %w", node, ctx.Err())
+		}
 		spec, err := m.specOf(ts, e.name, uint64(e.rev), e.record, node, agents)
 		if err != nil {
 			// One ON the manager cannot derive (a record that no longer fits
@@ -429,6 +442,10 @@ func (m *Manager) refreshNode(ctx context.Context, epoch uint64, node, endpoint 
 		}
 	}
 }
+
+// desiredParallelism bounds how many routers' desired states are computed
+// at once (Register, Sync); a router's is CPU-bound work.
+const desiredParallelism = 8
 
 // routerParallelism bounds how many routers one sweep (refresh, reconcile)
 // talks to at once.

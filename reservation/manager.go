@@ -130,6 +130,9 @@ type Manager struct {
 	refreshing map[string]bool
 	refreshWG  sync.WaitGroup
 	refreshSem chan struct{}
+	// desiredSem bounds the routers' desired states computed at once
+	// (desired): each holds a router's thousands of partitions.
+	desiredSem chan struct{}
 	specs      specCache     // partitions derived from records (specFor)
 	agentAddrs atomic.Uint64 // bumped when an agent's registered interfaces change (specKey)
 
@@ -147,7 +150,8 @@ func New(cli *clientv3.Client, cfg Config) *Manager {
 	st.Ledger.OnConflict = cfg.Metrics.conflict
 	return &Manager{cfg: cfg, cli: cli, store: st, log: cfg.Logger, m: cfg.Metrics,
 		leader: make(chan struct{}), conns: map[string]agentConn{}, locks: map[string]*nameLock{},
-		syncCh: make(chan string, 1024), refreshSem: make(chan struct{}, routerParallelism)}
+		syncCh: make(chan string, 1024), refreshSem: make(chan struct{}, routerParallelism),
+		desiredSem: make(chan struct{}, desiredParallelism)}
 }
 
 // Logger is the manager's logger.

@@ -613,3 +613,41 @@ func TestDesiredStateReadsNoRecordOnACacheHit(t *testing.T) {
 	x.mu.Unlock()
 	want()
 }
+
+// A router's desired state is computed for callers still waiting, a few at
+// once: at 100,000 ONs agents whose heartbeats had timed out asked for their
+// full state over and over while the leader still computed the abandoned
+// answers (2,700 at once, 2.5 GB of heap).
+func TestDesiredStateOnlyForCallersStillWaiting(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, routed)
+	ctx := context.Background()
+	ts, _ := m.store.Topology(ctx)
+	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := committedRecord("on", 5, time.Now().Add(time.Hour))
+	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
+	putRecord(t, m, r)
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, specs, _, err := m.desired(gone, "r1"); !errors.Is(err, context.Canceled) || specs != nil {
+		t.Fatalf("for a caller that gave up: %v, %v", specs, err)
+	}
+	for range cap(m.desiredSem) { // every slot taken: the next caller waits
+		m.desiredSem <- struct{}{}
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, _, _, err := m.desired(short, "r1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with every slot taken: %v", err)
+	}
+	for range cap(m.desiredSem) {
+		<-m.desiredSem
+	}
+	if _, specs, _, err := m.desired(ctx, "r1"); err != nil || len(specs) != 1 {
+		t.Fatalf("with the slots free: %v, %v", specs, err)
+	}
+}
