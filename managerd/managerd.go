@@ -1,12 +1,14 @@
 // Package managerd is von-manager's daemon: it wires the store (an embedded etcd
 // or an external cluster), a reservation.Manager, its gRPC server with mutual TLS,
-// and the metrics endpoint, and runs them until stopped.
+// and the HTTP listener (the dashboard, metrics, health and readiness), and runs
+// them until stopped.
 package managerd
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/etcdembed"
 	"github.com/vonproject/von/pki"
 	"github.com/vonproject/von/reservation"
@@ -32,11 +35,19 @@ type Config struct {
 	Listen        string   // gRPC address for vonctl, the SDK and agents
 	DataDir       string   // embedded etcd data (when EtcdEndpoints is empty)
 	EtcdEndpoints []string // external etcd cluster instead of the embedded one
-	MetricsAddr   string   // Prometheus /metrics; empty disables
-	Pprof         bool     // also serve Go's /debug/pprof/ there (profiling)
-	Manager       reservation.Config
+	// HTTPAddr is the one HTTP listener (--http): the dashboard at /
+	// (package dashboard), Prometheus /metrics, /healthz, /readyz, and with
+	// Pprof Go's /debug/pprof/. Empty: no HTTP listener.
+	HTTPAddr string
+	// MetricsAddr is the older name of HTTPAddr (--metrics): either may be
+	// given, or both if they agree.
+	MetricsAddr string
+	Pprof       bool // also serve Go's /debug/pprof/ on HTTPAddr (profiling)
+	Manager     reservation.Config
 	// Ready, if set, is called with the bound gRPC address once serving.
 	Ready func(addr string)
+	// HTTPReady, if set, is called with the bound HTTP address once serving.
+	HTTPReady func(addr string)
 	// TLS is the manager's certificate (kind manager): every client must
 	// present one from the same CA and is authorized by it. Insecure must be
 	// set instead to serve plaintext to anyone; one of the two is required.
@@ -61,6 +72,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("von-manager: the certificate names %s, not a manager", cfg.TLS.Identity())
 	}
 	cfg.Manager.TLS = cfg.TLS
+	httpAddr := cfg.HTTPAddr
+	switch {
+	case httpAddr == "":
+		httpAddr = cfg.MetricsAddr
+	case cfg.MetricsAddr != "" && cfg.MetricsAddr != httpAddr:
+		return fmt.Errorf("von-manager: --http %s and --metrics %s: they are one listener, give one address", httpAddr, cfg.MetricsAddr)
+	}
 	endpoints := cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
 		if cfg.DataDir == "" {
@@ -114,32 +132,33 @@ func Run(ctx context.Context, cfg Config) error {
 	gs := reservation.NewGRPCServer(m, cfg.TLS)
 	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(lis) }()
-	var hs *http.Server
-	if cfg.MetricsAddr != "" {
-		ml, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			gs.Stop()
-			return fmt.Errorf("von-manager: metrics listen %s: %w", cfg.MetricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		if cfg.Pprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- hs.Serve(ml) }()
-	}
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
+	var hs *http.Server
+	dashDone := make(chan struct{})
+	if httpAddr != "" {
+		hl, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			gs.Stop()
+			return fmt.Errorf("von-manager: http listen %s: %w", httpAddr, err)
+		}
+		dash := dashboard.New(dashboard.FromManager(m), dashboard.Options{Logger: log})
+		hs = &http.Server{Handler: httpMux(reg, m, cfg.Manager.ID, dash, cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- hs.Serve(hl) }()
+		go func() { _ = dash.Run(rctx); close(dashDone) }()
+		if cfg.HTTPReady != nil {
+			cfg.HTTPReady(hl.Addr().String())
+		}
+	} else {
+		close(dashDone)
+	}
 	runDone := make(chan struct{})
 	go func() { errc <- m.Run(rctx); close(runDone) }()
 	security := "insecure (plaintext, no authorization)"
 	if cfg.TLS != nil {
 		security = "mutual TLS as " + cfg.TLS.Identity().String()
 	}
-	log.Info("von-manager serving", "listen", lis.Addr().String(), "etcd", endpoints, "metrics", cfg.MetricsAddr, "security", security)
+	log.Info("von-manager serving", "listen", lis.Addr().String(), "etcd", endpoints, "http", httpAddr, "security", security)
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr().String())
 	}
@@ -153,6 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	rcancel()
 	<-runDone // the manager resigns (revokes its session) before the etcd client closes
+	<-dashDone
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {
@@ -165,6 +185,43 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("von-manager stopped")
 	return err
+}
+
+// httpMux is the HTTP listener's routes: the dashboard at /, /metrics,
+// /healthz (the process is up), /readyz (a leader is known and etcd answers;
+// 503 with why not) and, with withPprof, /debug/pprof/.
+func httpMux(reg *prometheus.Registry, m *reservation.Manager, id string, dash http.Handler, withPprof bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		leader, err := m.Leader(ctx)
+		switch {
+		case err != nil:
+			http.Error(w, "not ready: etcd does not answer: "+err.Error(), http.StatusServiceUnavailable)
+		case leader == "":
+			http.Error(w, "not ready: no manager leads (an election is under way)", http.StatusServiceUnavailable)
+		default:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			me := ""
+			if leader == id {
+				me = " (this manager)"
+			}
+			_, _ = fmt.Fprintf(w, "ready: %s leads%s\n", leader, me)
+		}
+	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	mux.Handle("/", dash)
+	return mux
 }
 
 // advertised is the address other managers reach a listener at: its own, or

@@ -2,8 +2,14 @@ package managerd
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -81,5 +87,136 @@ func TestDaemonExternalEtcd(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// One HTTP listener serves the dashboard, /metrics, /healthz, /readyz and,
+// with Pprof, the profiler.
+func TestHTTPListener(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	ready, httpReady := make(chan string, 1), make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(rctx, Config{Listen: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Pprof: true,
+			Manager: reservation.Config{ID: "m-http"}, Ready: func(a string) { ready <- a }, HTTPReady: func(a string) { httpReady <- a }})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-httpReady:
+		<-ready
+	case err := <-done:
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatal("daemon not ready")
+	}
+	get := func(path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	for {
+		code, body := get("/readyz")
+		if code == 200 {
+			if body != "ready: m-http leads (this manager)\n" {
+				t.Errorf("/readyz: %q", body)
+			}
+			break
+		}
+		if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not ready: ") || ctx.Err() != nil {
+			t.Fatalf("/readyz: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The dashboard learns the leader at its next poll (every 2 s).
+	for {
+		code, body := get("/api/state")
+		if code == 200 && strings.Contains(body, `"leader":"m-http"`) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("/api/state: %d %.300q", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for path, want := range map[string]string{
+		"/metrics":          "von_manager_reservations",
+		"/":                 "<title>VON dashboard</title>",
+		"/dashboard.js":     "EventSource",
+		"/debug/pprof/":     "goroutine",
+		"/debug/pprof/heap": "", // any profile
+	} {
+		if code, body := get(path); code != 200 || !strings.Contains(body, want) {
+			t.Errorf("%s: %d, want %q in %.200q", path, code, want, body)
+		}
+	}
+}
+
+// /readyz is 503 with the reason while no manager leads or etcd does not answer.
+func TestReadyzNotReady(t *testing.T) {
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{Dir: t.TempDir(), NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			e.Close()
+		}
+	}()
+	cli, err := e.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	m := reservation.New(cli, reservation.Config{}) // never runs: nobody campaigns
+	defer m.Close()
+	mux := httpMux(prometheus.NewRegistry(), m, "me", http.NotFoundHandler(), false)
+	check := func(want string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/readyz: %d %q, want 503 saying %q", rec.Code, rec.Body.String(), want)
+		}
+	}
+	check("not ready: no manager leads")
+	e.Close()
+	closed = true
+	check("not ready: etcd does not answer")
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/healthz with etcd gone: %d (the process is up)", rec.Code)
+	}
+	if rec := httptest.NewRecorder(); true {
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+		if rec.Code != 404 {
+			t.Errorf("/debug/pprof/ without Pprof: %d", rec.Code)
+		}
+	}
+}
+
+// --http and its older name --metrics are one listener.
+func TestHTTPAndMetricsAgree(t *testing.T) {
+	err := Run(context.Background(), Config{Listen: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:9400", MetricsAddr: "127.0.0.1:9401"})
+	if err == nil || !strings.Contains(err.Error(), "one listener") {
+		t.Fatalf("two addresses: %v", err)
 	}
 }

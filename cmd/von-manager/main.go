@@ -64,7 +64,7 @@ By default it runs a single-node etcd inside the process, with its data under
 --data-dir, so it needs no setup; --etcd-endpoints points it at an external etcd
 cluster instead (several managers may share one; the leader does the work).`,
 		Example: `  von-manager --listen 127.0.0.1:7400 --data-dir /var/lib/von
-  von-manager --listen :7400 --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --metrics :9400`,
+  von-manager --listen :7400 --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --http 127.0.0.1:9400`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -91,6 +91,9 @@ cluster instead (several managers may share one; the leader does the work).`,
 			if cfg.Manager.Port < 1 || cfg.Manager.Port > 65535 {
 				return usageError{fmt.Errorf("--port %d: want 1-65535", cfg.Manager.Port)}
 			}
+			if cfg.HTTPAddr != "" && cfg.MetricsAddr != "" && cfg.HTTPAddr != cfg.MetricsAddr {
+				return usageError{fmt.Errorf("--http %s and --metrics %s: --metrics is another name for --http; give one", cfg.HTTPAddr, cfg.MetricsAddr)}
+			}
 			cfg.Manager.Logger = log
 			if cfg.TLS, err = security.Load(log, pki.KindManager); err != nil {
 				return usageError{err}
@@ -106,8 +109,9 @@ cluster instead (several managers may share one; the leader does the work).`,
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "gRPC address to serve vonctl, the SDK and agents on")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd's data (kept across restarts)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints (instead of the embedded etcd)")
-	f.StringVar(&cfg.MetricsAddr, "metrics", "", "address to serve Prometheus /metrics on (empty: off)")
-	f.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the --metrics address (it shows internals: keep that address private)")
+	f.StringVar(&cfg.HTTPAddr, "http", "", "address of the HTTP listener: the dashboard at /, Prometheus /metrics, /healthz, /readyz (empty: off; it shows every ON's names and members to whoever reaches it: keep it private)")
+	f.StringVar(&cfg.MetricsAddr, "metrics", "", "the same as --http (its older name)")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the --http address (it shows internals: keep that address private)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.Manager.Advertise, "advertise", "",

@@ -1,7 +1,7 @@
 // Package clifmt holds the output formats shared by vonctl commands: every
 // command prints -o table (for people), json or yaml (for scripts; the two
 // carry the same fields, named by the json tags), and a command may add its
-// own (paths adds dot).
+// own (paths adds dot and svg).
 package clifmt
 
 import (
@@ -24,6 +24,7 @@ const (
 	JSON  Format = "json"
 	YAML  Format = "yaml"
 	Dot   Format = "dot"
+	SVG   Format = "svg"
 )
 
 // Common is what every command accepts.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vonproject/von/disjoint"
 	"github.com/vonproject/von/internal/clifmt"
+	"github.com/vonproject/von/internal/topodraw"
 	"github.com/vonproject/von/onpath"
 	"github.com/vonproject/von/topology"
 )
@@ -37,7 +38,8 @@ to send every packet twice. It needs no manager.
 Only links whose reservable capacity carries --bandwidth in both directions are used,
 and the paths share no shared-risk link group (srlg) unless --ignore-srlg is given.
 With -o json the output is {"paths":[{"nodes":[...],"links":[...],"cost":N},...],"total_cost":N};
--o dot draws the topology with the paths coloured (render with Graphviz: dot -Tsvg).
+-o dot draws the topology with the paths coloured (render with Graphviz: dot -Tsvg);
+-o svg draws the same picture as SVG itself, without Graphviz.
 If no such paths exist, vonctl says which constraint made it impossible and exits 1.
 
 --pairs FILE answers many pairs in one run (the topology is read once): FILE holds
@@ -48,6 +50,7 @@ not stop the others; vonctl exits 1 if any pair failed.`,
 		Example: `  vonctl paths --topology topo.yaml --from h1 --to h2
   vonctl paths --topology topo.yaml --from h1 --to h2 --node-disjoint --bandwidth 10Mbit -o json
   vonctl paths --topology topo.yaml --from h1 --to h2 -o dot | dot -Tsvg > paths.svg
+  vonctl paths --topology topo.yaml --from h1 --to h2 -o svg > paths.svg
   vonctl paths --topology topo.yaml --pairs pairs.txt -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPaths(g, f) },
@@ -86,7 +89,7 @@ type pathJSON struct {
 }
 
 func runPaths(g *Global, f *pathsFlags) error {
-	format, err := g.Format(append(clifmt.Common, clifmt.Dot)...)
+	format, err := g.Format(append(clifmt.Common, clifmt.Dot, clifmt.SVG)...)
 	if err != nil {
 		return err
 	}
@@ -95,8 +98,8 @@ func runPaths(g *Global, f *pathsFlags) error {
 		if f.from != "" || f.to != "" {
 			return usageError(errors.New("--pairs answers the pairs in its file: drop --from and --to"))
 		}
-		if format == clifmt.Dot {
-			return usageError(errors.New("--pairs has no -o dot (draw one pair at a time)"))
+		if format == clifmt.Dot || format == clifmt.SVG {
+			return usageError(fmt.Errorf("--pairs has no -o %s (draw one pair at a time)", format))
 		}
 		need = need[:1]
 	}
@@ -151,6 +154,8 @@ func runPaths(g *Global, f *pathsFlags) error {
 		return pathsTable(g.Stdout, out, f, opt)
 	case clifmt.Dot:
 		return pathsDot(g.Stdout, topo, res, out, f, opt)
+	case clifmt.SVG:
+		return pathsSVG(g.Stdout, topo, out, f, opt)
 	default:
 		return clifmt.Write(g.Stdout, format, out)
 	}
@@ -325,6 +330,18 @@ func pathsDot(w io.Writer, topo *topology.Topology, res *disjoint.Result, out *p
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// pathsSVG draws what pathsDot draws, as SVG, with the layout the manager's
+// dashboard uses (package topodraw): no Graphviz needed.
+func pathsSVG(w io.Writer, topo *topology.Topology, out *pathsJSON, f *pathsFlags, opt disjoint.Options) error {
+	pic := topodraw.Picture{Topo: topo, Layout: topodraw.Compute(topo), LinkLabels: true,
+		Caption: []string{fmt.Sprintf("%s → %s, total cost %d: %s", f.from, f.to, out.TotalCost, describe(len(out.Paths), f, opt))},
+		Marked:  map[string]bool{f.from: true, f.to: true}}
+	for i, p := range out.Paths {
+		pic.Paths = append(pic.Paths, topodraw.Path{Index: i, Links: p.Links, Label: fmt.Sprintf("path %d: cost %d, %d hops", i+1, p.Cost, len(p.Links))})
+	}
+	return pic.Write(w)
 }
 
 func colorName(i int) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +83,42 @@ func TestPathsDot(t *testing.T) {
 		if !strings.Contains(out, line) {
 			t.Errorf("dot output lacks %q:\n%s", line, out)
 		}
+	}
+}
+
+// -o svg draws what -o dot draws, without Graphviz: every node, every link
+// with "name (cost)", the two paths in their styles, the ends marked, the
+// caption.
+func TestPathsSVG(t *testing.T) {
+	code, out, errs := run(t, "paths", "--topology", trapFile, "--from", "s", "--to", "t", "-o", "svg")
+	if code != 0 || errs != "" || !strings.HasPrefix(out, "<svg ") || !strings.HasSuffix(out, "</svg>\n") {
+		t.Fatalf("exit %d, stderr %q:\n%s", code, errs, out)
+	}
+	if err := xml.Unmarshal([]byte(out), new(struct{})); err != nil {
+		t.Fatalf("not XML: %v", err)
+	}
+	for _, want := range []string{
+		`data-node="s"`, `data-node="a"`, `data-node="b"`, `data-node="t"`,
+		`>s-a (1)</text>`, `>a-b (1)</text>`,
+		`class="path p0" data-link="s-a"`, `class="path p0" data-link="a-t"`,
+		`class="path p1" data-link="s-b"`, `class="path p1" data-link="b-t"`,
+		`s → t, total cost 8: 2 link-disjoint paths, no shared SRLG`,
+		`path 1: cost 4, 2 hops (blue, solid)`, `path 2: cost 4, 2 hops (purple, dashed)`,
+		`fill="#fff59d"`, // the ends
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("svg lacks %q", want)
+		}
+	}
+	if strings.Contains(out, `class="path p0" data-link="a-b"`) || strings.Contains(out, `class="path p1" data-link="a-b"`) {
+		t.Error("a-b is on no path but drawn as one")
+	}
+	// The same file gives the same picture.
+	if _, again, _ := run(t, "paths", "--topology", trapFile, "--from", "s", "--to", "t", "-o", "svg"); again != out {
+		t.Error("two runs drew two pictures")
+	}
+	if code, _, errs := run(t, "paths", "--topology", trapFile, "--pairs", "-", "-o", "svg"); code != ExitUsage || !strings.Contains(errs, "no -o svg") {
+		t.Errorf("--pairs -o svg: exit %d, %q", code, errs)
 	}
 }
 

@@ -78,7 +78,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.Manager, "manager", os.Getenv("VON_MANAGER"), "manager address host:port (env VON_MANAGER)")
-	pf.StringVarP(&g.Output, "output", "o", "table", "output format: table, json or yaml")
+	pf.StringVarP(&g.Output, "output", "o", "table", "output format: table, json or yaml (paths also takes dot and svg)")
 	g.Security.Register(pf)
 
 	// Commands: one file each.
