@@ -8,7 +8,7 @@ CMDS    := $(notdir $(wildcard cmd/*))
 # GOFLAGS says -buildvcs=false, and still builds outside a git checkout.
 GOBUILD := $(GO) build -buildvcs=auto
 
-.PHONY: all build test unit lint e2e demo proto proto-check fmt bench fuzz clean man package pkg-bin
+.PHONY: all build test unit lint verify verify-gofmt verify-vet verify-buf verify-proto verify-mod e2e demo proto proto-check fmt bench fuzz clean man package pkg-bin
 
 all: build
 
@@ -53,11 +53,15 @@ package: man $(NFPM) ## .deb packages von-manager, von-agent and vonctl (deploy/
 	  $(if $(PKG_EPOCH),SOURCE_DATE_EPOCH=$(PKG_EPOCH)) \
 	    $(NFPM) package --config deploy/nfpm/$$p.yaml --packager deb --target $(BUILD)/deb/ || exit 1; done
 
-test: lint ## everything CI runs: lint, then all tests (unit, netns, e2e) with -race
+# Tests that need root (network namespaces) skip without it, saying so; with
+# VON_TEST_REQUIRE_ROOT=1 they fail instead, so that `make test` (CI, as root) cannot
+# pass by skipping them; VON_TEST_REQUIRE_CHROMIUM=1 does the same for the dashboard's
+# browser test.
+test: verify ## everything CI runs: verify, then all tests (unit, netns, e2e) with -race
 	# -p 1: one package at a time. The netns and e2e tests push real traffic against
 	# leases and failure detectors measured in seconds; CPU-heavy packages running
 	# beside them on a 2-core machine made them flaky.
-	$(GO) test -race -count=1 -p 1 -timeout 25m ./...
+	VON_TEST_REQUIRE_ROOT=1 VON_TEST_REQUIRE_CHROMIUM=1 $(GO) test -race -count=1 -p 1 -timeout 25m ./...
 	# A count, not a duration: a timed -fuzztime can end with a spurious
 	# "context deadline exceeded" from the fuzzing engine.
 	$(MAKE) fuzz FUZZTIME=2000x
@@ -71,18 +75,43 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10m each)
 	  echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -timeout 0 -parallel 1 ./$$pkg/ || exit 1; done
 
-unit: ## tests that need neither root nor namespaces
-	$(GO) test -race -count=1 ./topology/ ./disjoint/ ./proto/... ./internal/buildinfo/ ./internal/clidocs/
+# Every package, with the tests that need root (network namespaces) skipped even as
+# root (VON_TEST_NO_ROOT, internal/testenv), but e2e, whose TestMain builds the
+# binaries and needs root, and e2e/scale, a long run of simulated routers.
+UNIT = $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/scale$$')
+unit: ## the tests that need neither root nor namespaces, in every package
+	VON_TEST_NO_ROOT=1 $(GO) test -race -count=1 $(UNIT)
 
-lint: ## gofmt, go vet, buf lint (the proto test also lints and checks generated code)
-	@fmt=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
-	  if [ -n "$$fmt" ]; then echo "gofmt needed on:"; echo "$$fmt"; exit 1; fi
+# verify: the checks of the source that need no test run, each its own target like
+# etcd's verify-*; `make test` (CI) runs them first.
+verify: verify-gofmt verify-vet verify-buf verify-proto verify-mod ## gofmt, go vet (and a macOS build), buf lint and format, generated code, go.mod tidy
+
+# Tracked and new (not ignored) files: a file not yet added is checked too.
+GOFILES = $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go' -not -path './build/*')
+verify-gofmt: ## fail if any Go file is not gofmt-formatted
+	@fmt=$$(gofmt -l $(GOFILES)); \
+	  if [ -n "$$fmt" ]; then echo "gofmt needed on (run make fmt):"; echo "$$fmt"; exit 1; fi
+
+verify-vet: ## go vet, and a macOS build (the code outside linux-only files must build there)
 	$(GO) vet ./...
-	GOOS=darwin $(GO) build ./... 
+	GOOS=darwin $(GO) build ./...
+
+verify-buf: ## buf lint and buf format of proto/
 	$(BUF) lint
+	@$(BUF) format --diff --exit-code || { echo "the .proto files are not buf-formatted: run $(BUF) format -w"; exit 1; }
+
+# The proto test regenerates into a temporary directory and compares, so the check
+# changes nothing in the work tree (proto-check regenerates in place).
+verify-proto: ## fail if the generated Go code is stale against proto/
+	$(GO) test -count=1 -run '^TestGeneratedCodeUpToDate$$' ./proto/von/v1/
+
+verify-mod: ## fail if go.mod or go.sum are not what go mod tidy makes them
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+
+lint: verify ## the older name of verify
 
 e2e: ## end-to-end tests on real namespaces (root)
-	$(GO) test -race -count=1 -timeout 20m ./e2e/...
+	VON_TEST_REQUIRE_ROOT=1 $(GO) test -race -count=1 -timeout 20m ./e2e/...
 
 demo: ## the end-to-end demo on network namespaces (root): reserve, isolate, release
 	$(GO) run ./e2e/demo
@@ -93,8 +122,8 @@ proto: ## regenerate Go code from proto/von/v1
 proto-check: proto ## fail if generated code is stale
 	git diff --exit-code -- proto/
 
-fmt:
-	gofmt -w $$(git ls-files '*.go')
+fmt: ## gofmt every Go file
+	gofmt -w $(GOFILES)
 
 bench: ## benchmarks; compare runs with benchstat
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

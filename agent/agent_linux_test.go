@@ -76,6 +76,9 @@ func TestPrepareCommitInstallsAndClassifies(t *testing.T) {
 		`von_agent_rpc_calls_total{method="Commit",outcome="ok"} 1`,
 		`von_agent_partitions{state="committed"} 1`,
 		`von_agent_best_effort_packets_total{interface="eth1"}`,
+		`von_agent_rpc_seconds_count{method="Commit"} 1`,
+		`von_agent_interface_up{interface="eth1"} 1`,
+		`von_agent_partition_lease_remaining_seconds `,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
@@ -224,10 +227,21 @@ func TestPrepareRefusesWithReason(t *testing.T) {
 	if _, err := tb.Exec(ctxT(t), "r1", "ip", "link", "set", "eth0", "down"); err != nil {
 		t.Fatal(err)
 	}
-	down := spec(7, 1_000_000, time.Minute)
-	down.Pins = []*vonv1.PinningEntry{{PathIndex: 0, Destination: "10.77.2.1", EgressInterface: "eth0"}}
-	if v := prepare(t, r, "g", 1, down, time.Second); v.GetVote() != vonv1.Vote_VOTE_REFUSED || !strings.Contains(v.GetReason(), "eth0 is down") {
-		t.Fatalf("down interface: %v %q", v.GetVote(), v.GetReason())
+	// The agent learns of the link change from a netlink event (its interface
+	// list is cached): a Prepare sent at once may still see eth0 up, so ask
+	// again (a fresh ON each time) until the event has arrived.
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
+		down := spec(uint32(70+i), 1_000_000, time.Minute)
+		down.Pins = []*vonv1.PinningEntry{{PathIndex: 0, Destination: "10.77.2.1", EgressInterface: "eth0"}}
+		v := prepare(t, r, fmt.Sprintf("g%d", i), 1, down, time.Second)
+		if v.GetVote() == vonv1.Vote_VOTE_REFUSED && strings.Contains(v.GetReason(), "eth0 is down") {
+			break
+		}
+		if v.GetVote() == vonv1.Vote_VOTE_REFUSED || time.Now().After(deadline) {
+			t.Fatalf("down interface: %v %q", v.GetVote(), v.GetReason())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	other := spec(8, 1_000_000, time.Minute)
 	other.Classification.Dscp = 46

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/vonproject/von/e2e/testbed"
+	"github.com/vonproject/von/internal/testenv"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -42,9 +43,7 @@ var h2Addr = netip.MustParseAddr("10.77.2.2")
 // bed builds the h1 — r1 ══ r2 — h2 testbed; it is removed when the test ends.
 func bed(t *testing.T) *testbed.Testbed {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("agent tests need root (CAP_NET_ADMIN) to build network namespaces")
-	}
+	testenv.RequireRoot(t, "CAP_NET_ADMIN, to build the testbed's network namespaces")
 	return testbed.New(t, testbed.Load(t, "testdata/line.yaml"), testbed.Options{})
 }
 

@@ -15,6 +15,7 @@ import (
 // time by the collector (Collect calls partition's Observe).
 type metrics struct {
 	calls         *prometheus.CounterVec
+	callSeconds   *prometheus.HistogramVec
 	register      *prometheus.CounterVec
 	leaseExpired  prometheus.Counter
 	holdExpired   prometheus.Counter
@@ -23,10 +24,13 @@ type metrics struct {
 	applySeconds  prometheus.Histogram
 }
 
-func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
+func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
 	m := &metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "von_agent_rpc_calls_total",
 			Help: "AgentService calls by method and outcome (ok, prepared, refused, or the gRPC code)."}, []string{"method", "outcome"}),
+		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "von_agent_rpc_seconds",
+			Help:    "Time the agent took to answer an AgentService call (Prepare, Commit, Refresh, ...), by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method"}),
 		register: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "von_agent_register_total",
 			Help: "Register calls to the manager by outcome (ok, error)."}, []string{"outcome"}),
 		leaseExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "von_agent_lease_expirations_total",
@@ -40,7 +44,7 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "von_agent_apply_seconds",
 			Help: "Time to converge the data plane.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 	}
-	reg.MustRegister(m.calls, m.register, m.leaseExpired, m.holdExpired, m.applyErrors, m.journalErrors, m.applySeconds,
+	reg.MustRegister(m.calls, m.callSeconds, m.register, m.leaseExpired, m.holdExpired, m.applyErrors, m.journalErrors, m.applySeconds,
 		&collector{a: a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -58,13 +62,44 @@ var (
 	descSkipped   = prometheus.NewDesc("von_agent_partitions_not_enforced", "Committed partitions the router cannot enforce now (see Status drift).", nil, nil)
 	descEpoch     = prometheus.NewDesc("von_agent_leader_epoch", "Highest manager leader epoch the agent has accepted.", nil, nil)
 	descConverged = prometheus.NewDesc("von_agent_converged", "1 if the last convergence of the data plane succeeded.", nil, nil)
+	descIfUp      = prometheus.NewDesc("von_agent_interface_up", "1 if a manageable interface is administratively and operationally up (what the agent reports to the manager).", []string{"interface"}, nil)
+	descLeaseLeft = prometheus.NewDesc("von_agent_partition_lease_remaining_seconds", "Time until the soonest committed partition lease runs out unless a manager refreshes it; absent with no committed partition.", nil, nil)
 )
+
+// MetricDescs describes every series an agent serves at /metrics, the Go and
+// process collectors' included, without an agent: deploy/'s tests check the
+// Grafana dashboard and the alert rules against it.
+func MetricDescs() []*prometheus.Desc {
+	var d describer
+	newMetrics(&d, nil)
+	return d
+}
+
+// describer is a Registerer that keeps the descriptions of what is registered.
+type describer []*prometheus.Desc
+
+func (d *describer) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	for x := range ch {
+		*d = append(*d, x)
+	}
+	return nil
+}
+
+func (d *describer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = d.Register(c)
+	}
+}
+
+func (d *describer) Unregister(prometheus.Collector) bool { return false }
 
 type collector struct{ a *Agent }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descONBytes, descONPackets, descONDrops, descBEBytes, descBEPackets, descBEDrops,
-		descCapacity, descPoliced, descParts, descSkipped, descEpoch, descConverged} {
+		descCapacity, descPoliced, descParts, descSkipped, descEpoch, descConverged, descIfUp, descLeaseLeft} {
 		ch <- d
 	}
 }
@@ -81,7 +116,28 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if a.applyErr == nil {
 		converged = 1
 	}
+	var soonest time.Time
+	for _, c := range a.st.committed {
+		if soonest.IsZero() || c.LeaseExpire.Before(soonest) {
+			soonest = c.LeaseExpire
+		}
+	}
 	a.mu.Unlock()
+	if !soonest.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLeaseLeft, prometheus.GaugeValue, max(time.Until(soonest).Seconds(), 0))
+	}
+	if ifs, err := a.dp.interfaces(); err == nil {
+		for _, i := range ifs {
+			if i.Name == "lo" || !a.cfg.manageable(i.Name) {
+				continue
+			}
+			up := 0.0
+			if i.Up {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descIfUp, prometheus.GaugeValue, up, i.Name)
+		}
+	}
 	ch <- prometheus.MustNewConstMetric(descParts, prometheus.GaugeValue, float64(prepared), "prepared")
 	ch <- prometheus.MustNewConstMetric(descParts, prometheus.GaugeValue, float64(committed), "committed")
 	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.GaugeValue, float64(skipped))

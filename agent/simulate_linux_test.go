@@ -44,3 +44,70 @@ func TestSimulatedAgent(t *testing.T) {
 		t.Fatalf("after restart: %v %v", st, err)
 	}
 }
+
+// The series the dashboard and the alert rules rely on (deploy/grafana) come out
+// of a simulated agent too: RPC latency by method, interface state, and the
+// soonest partition lease.
+func TestSimulatedAgentMetrics(t *testing.T) {
+	sim := func(c *Config) {
+		c.Simulate = []SimulatedInterface{{Name: "eth0", Addrs: []string{"10.77.0.1/30"}}, {Name: "eth1", Addrs: []string{"10.77.0.5/30"}}}
+	}
+	r := startAgent(t, nil, t.TempDir(), sim)
+	if _, err := r.a.Registry().Gather(); err != nil {
+		t.Fatalf("gather with no partition: %v", err)
+	}
+	install(t, r, "t1", 1, spec(1, 1e6, time.Minute))
+	mfs, err := r.a.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				got[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"von_agent_interface_up,interface=eth0": 1,
+		"von_agent_interface_up,interface=eth1": 1,
+		"von_agent_rpc_seconds,method=Prepare":  1,
+		"von_agent_rpc_seconds,method=Commit":   1,
+		"von_agent_partitions,state=committed":  1,
+		"von_agent_partitions_not_enforced":     0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	if left := got["von_agent_partition_lease_remaining_seconds"]; left <= 50 || left > 60 {
+		t.Errorf("von_agent_partition_lease_remaining_seconds = %v, want just under the 1 min lease", left)
+	}
+	names := map[string]bool{}
+	for _, d := range MetricDescs() {
+		if names[d.String()] {
+			t.Errorf("described twice: %s", d)
+		}
+		names[d.String()] = true
+	}
+	for _, mf := range mfs {
+		found := false
+		for n := range names {
+			if strings.Contains(n, `fqName: "`+mf.GetName()+`"`) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s is served but not in MetricDescs", mf.GetName())
+		}
+	}
+}

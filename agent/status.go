@@ -135,6 +135,7 @@ func (a *Agent) interceptor(ctx context.Context, req any, info *grpc.UnaryServer
 			out = map[vonv1.Vote]string{vonv1.Vote_VOTE_PREPARED: "prepared", vonv1.Vote_VOTE_REFUSED: "refused"}[p.GetVote()]
 		}
 		a.met.calls.WithLabelValues(method, out).Inc()
+		a.met.callSeconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
 		if err != nil && method != "Status" {
 			a.log.Warn("call failed", "method", method, "code", out, "err", err, "took", time.Since(start))
 		} else {

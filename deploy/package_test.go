@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vonproject/von/internal/testenv"
 )
 
 var packages = []string{"von-manager", "von-agent", "vonctl"}
@@ -23,9 +25,7 @@ func TestDebPackages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds and installs packages")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("not root: installing packages with dpkg -i needs root")
-	}
+	testenv.RequireRoot(t, "installing packages with dpkg -i")
 	for _, tool := range []string{"dpkg", "dpkg-query", "make", "gzip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not found: this test needs a Debian system (%v)", tool, err)

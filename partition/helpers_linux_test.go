@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vonproject/von/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -21,9 +22,7 @@ func TestMain(m *testing.M) {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("partition tests need root (CAP_NET_ADMIN) to build network namespaces")
-	}
+	testenv.RequireRoot(t, "CAP_NET_ADMIN, to build network namespaces")
 }
 
 // run runs a command and fails the test on error.

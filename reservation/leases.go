@@ -161,6 +161,9 @@ func (m *Manager) desired(ctx context.Context, node string) ([]*vonv1.Reservatio
 	// up: at 100,000 ONs, agents whose heartbeats timed out on an
 	// overloaded leader asked for their full state again and again while the
 	// abandoned answers were still being computed — 2,700 at once, 2.5 GB.
+	if err := ctx.Err(); err != nil { // select would pick at random with a slot free
+		return nil, nil, 0, fmt.Errorf("%s's desired state: %w", node, err)
+	}
 	select {
 	case m.desiredSem <- struct{}{}:
 		defer func() { <-m.desiredSem }()

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/vonproject/von/internal/testenv"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
 
@@ -42,9 +42,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // The binary's run loop serves AgentService and metrics for a namespace and
 // stops cleanly when its context ends (what SIGINT/SIGTERM do).
 func TestServesAndStopsGracefully(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root to create a network namespace")
-	}
+	testenv.RequireRoot(t, "to create a network namespace")
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	ns := "vat-" + hex.EncodeToString(b)

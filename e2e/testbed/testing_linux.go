@@ -6,12 +6,16 @@ import (
 	"context"
 	"testing"
 
+	"github.com/vonproject/von/internal/testenv"
 	"github.com/vonproject/von/topology"
 )
 
 // New starts a testbed for a test and removes it when the test ends, pass or fail.
+// Without root the test is skipped (failed under VON_TEST_REQUIRE_ROOT=1; see
+// internal/testenv).
 func New(t testing.TB, topo *topology.Topology, opts Options) *Testbed {
 	t.Helper()
+	testenv.RequireRoot(t, "network namespaces, veth and tc for the testbed")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tb, err := Start(ctx, topo, opts)

@@ -1,0 +1,10 @@
+package seal
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every goroutine a test starts must be gone when the tests end: TestConcurrent seals and opens from several goroutines.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
