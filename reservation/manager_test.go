@@ -576,18 +576,8 @@ func TestSpecCacheAnswersAsDerived(t *testing.T) {
 // gigabytes of parsed records at once): with the index's stored records
 // made unreadable, a second read of the state still returns every partition.
 func TestDesiredStateReadsNoRecordOnACacheHit(t *testing.T) {
-	_, cli := newEtcd(t)
-	m := startManager(t, cli, Config{})
-	applyYAML(t, m, routed)
+	m := startRoutedON(t)
 	ctx := context.Background()
-	ts, _ := m.store.Topology(ctx)
-	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := committedRecord("on", 5, time.Now().Add(time.Hour))
-	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
-	putRecord(t, m, r)
 	want := func() {
 		t.Helper()
 		recs, specs, _, err := m.desired(ctx, "r1")
@@ -619,18 +609,8 @@ func TestDesiredStateReadsNoRecordOnACacheHit(t *testing.T) {
 // full state over and over while the leader still computed the abandoned
 // answers (2,700 at once, 2.5 GB of heap).
 func TestDesiredStateOnlyForCallersStillWaiting(t *testing.T) {
-	_, cli := newEtcd(t)
-	m := startManager(t, cli, Config{})
-	applyYAML(t, m, routed)
+	m := startRoutedON(t)
 	ctx := context.Background()
-	ts, _ := m.store.Topology(ctx)
-	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := committedRecord("on", 5, time.Now().Add(time.Hour))
-	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
-	putRecord(t, m, r)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, specs, _, err := m.desired(gone, "r1"); !errors.Is(err, context.Canceled) || specs != nil {
@@ -650,4 +630,22 @@ func TestDesiredStateOnlyForCallersStillWaiting(t *testing.T) {
 	if _, specs, _, err := m.desired(ctx, "r1"); err != nil || len(specs) != 1 {
 		t.Fatalf("with the slots free: %v, %v", specs, err)
 	}
+}
+
+// startRoutedON starts a leading manager on the routed topology holding one
+// committed ON, "on" (id 5), between h1 and h2.
+func startRoutedON(t *testing.T) *Manager {
+	t.Helper()
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{})
+	applyYAML(t, m, routed)
+	ts, _ := m.store.Topology(context.Background())
+	pl, err := place(ts, placeRequest{Name: "on", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := committedRecord("on", 5, time.Now().Add(time.Hour))
+	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
+	putRecord(t, m, r)
+	return m
 }
