@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -348,15 +349,7 @@ func agentsOf(as []*vonv1.Agent) []Agent {
 	for _, a := range as {
 		out = append(out, agentOf(a))
 	}
-	slices.SortFunc(out, func(a, b Agent) int {
-		switch {
-		case a.Node < b.Node:
-			return -1
-		case a.Node > b.Node:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Agent) int { return strings.Compare(a.Node, b.Node) })
 	return out
 }
 
@@ -483,15 +476,7 @@ func (d *Dashboard) snapshotLocked() *Snapshot {
 	for _, o := range st.ons {
 		s.ONs = append(s.ONs, o)
 	}
-	slices.SortFunc(s.ONs, func(a, b *ON) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s.ONs, func(a, b *ON) int { return strings.Compare(a.Name, b.Name) })
 	return s
 }
 
