@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -32,11 +31,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-const (
-	bottleneck = 20_000_000 // r1:eth1, bit/s
-	onPort     = 4750
-)
 
 var h2Addr = netip.MustParseAddr("10.77.2.2")
 
@@ -170,16 +164,6 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// spec is a partition for r1: a class on eth1 (the bottleneck).
-func spec(id uint32, rate uint64, lease time.Duration) *vonv1.PartitionSpec {
-	return &vonv1.PartitionSpec{
-		OnId: id, Reservation: fmt.Sprintf("on-%d", id),
-		Classification: &vonv1.Classification{Dscp: 44, UdpPort: onPort},
-		Classes:        []*vonv1.InterfaceClass{{Interface: "eth1", RateBps: rate, CapacityBps: bottleneck, Link: "r1-r2"}},
-		LeaseTtl:       durationpb.New(lease),
-	}
 }
 
 func prepare(t *testing.T, r *running, txn string, epoch uint64, sp *vonv1.PartitionSpec, hold time.Duration) *vonv1.AgentServicePrepareResponse {
