@@ -214,6 +214,9 @@ func (t *Topology) index(ve *ValidationError) {
 	}
 	addrs := map[netip.Addr]string{}
 	for _, n := range t.Nodes {
+		if n.Address.IsValid() && !n.Address.Is4() {
+			ve.add(n.Line, "node %q: address %s is not IPv4 (wire format v1 carries IPv4 only)", n.Name, n.Address)
+		}
 		if n.Address.IsValid() {
 			if other, dup := addrs[n.Address]; dup && other != n.Name {
 				ve.add(n.Line, "node %q: address %s is already node %q's", n.Name, n.Address, other)
@@ -229,6 +232,9 @@ func (t *Topology) index(ve *ValidationError) {
 		l := &t.Links[i]
 		bad := false
 		for _, e := range []Endpoint{l.A, l.B} {
+			if e.Addr.IsValid() && !e.Addr.Is4() {
+				ve.add(l.Line, "link %s: address %s of %s is not IPv4 (wire format v1 carries IPv4 only)", linkLabel(l), e.Addr, e.Node)
+			}
 			if _, ok := t.nodeIndex[e.Node]; !ok {
 				ve.add(l.Line, "link %s: unknown node %q", linkLabel(l), e.Node)
 				bad = true
