@@ -19,7 +19,7 @@ func TestAgentKillUnderTraffic(t *testing.T) {
 	if _, err := c.Vonctl(ctx, "reserve", "k", "--members", "h1,h2", "--rate", "4Mbit", "--redundant", "--ttl", "1h"); err != nil {
 		t.Fatal(err)
 	}
-	before := htbClasses(t, c)
+	before := htbClasses(t, c.TB)
 	rs, ss, err := c.Stream(ctx, "k", 12*time.Second, 500, 3000, 500, func() error {
 		time.Sleep(2 * time.Second)
 		for _, n := range []string{"r2", "r5"} { // one router of each path
@@ -49,7 +49,7 @@ func TestAgentKillUnderTraffic(t *testing.T) {
 	if err := c.WaitAgents(ctx, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if after := htbClasses(t, c); len(after) != len(before) {
+	if after := htbClasses(t, c.TB); len(after) != len(before) {
 		t.Errorf("classes before %v, after %v", before, after)
 	}
 }

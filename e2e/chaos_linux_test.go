@@ -163,7 +163,7 @@ func checkSettled(t *testing.T, c *cluster.Cluster, cl vonv1.ReservationServiceC
 			}
 		}
 		have := map[string]bool{}
-		for k := range htbClasses(t, c) {
+		for k := range htbClasses(t, c.TB) {
 			have[k[:strings.IndexByte(k, ':')]] = true
 		}
 		txns, _ := etcd.Get(ctx, reservation.DefaultPrefix+"/txns/", clientv3.WithPrefix(), clientv3.WithCountOnly())

@@ -22,7 +22,7 @@ func TestManagerAgentCut(t *testing.T) {
 	if _, err := c.Vonctl(ctx, "reserve", "cut", "--members", "h1,h2", "--rate", "2Mbit", "--redundant", "--ttl", "1h"); err != nil {
 		t.Fatal(err)
 	}
-	onR2 := func() bool { return htbClasses(t, c)["r2:eth0"]+htbClasses(t, c)["r2:eth1"] > 0 }
+	onR2 := func() bool { return htbClasses(t, c.TB)["r2:eth0"]+htbClasses(t, c.TB)["r2:eth1"] > 0 }
 	degraded := func() string {
 		out, err := c.Vonctl(ctx, "get", "cut", "-o", "json")
 		if err != nil {

@@ -125,7 +125,7 @@ func TestManagerKillsKeepServing(t *testing.T) {
 	}
 	// Nothing is left on the routers (no leaked partition), within 10 s.
 	end := time.Now().Add(10 * time.Second)
-	for n := len(htbClasses(t, c)); n > 0; n = len(htbClasses(t, c)) {
+	for n := len(htbClasses(t, c.TB)); n > 0; n = len(htbClasses(t, c.TB)) {
 		if time.Now().After(end) {
 			t.Fatalf("%d interfaces still carry ON classes after every ON was released", n)
 		}

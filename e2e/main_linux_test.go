@@ -8,21 +8,21 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/vonproject/von/e2e/cluster"
+	"github.com/vonproject/von/e2e/framework"
 	"github.com/vonproject/von/e2e/testbed"
+	"github.com/vonproject/von/internal/testenv"
 )
 
 var binDir string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "e2e tests need root (network namespaces); run them as root or via .ci/run")
-		os.Exit(1)
-	}
+	testenv.RootMain("e2e", "network namespaces, HTB and nftables on real kernels")
 	if removed, err := testbed.Sweep(); err != nil || len(removed) > 0 {
 		fmt.Fprintf(os.Stderr, "swept %d leftover namespaces (err=%v)\n", len(removed), err)
 	}
@@ -41,11 +41,19 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
+	// The in-process harness runs managers, etcd and agents in this process:
+	// every goroutine they started must be gone once the tests are.
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
 // fastLeases make lease tests quick: partitions live 3 s without refresh.
-var fastLeases = []string{"--partition-lease", "3s", "--hold-ttl", "3s", "--agent-liveness", "4s", "--reconcile", "2s"}
+var fastLeases = framework.FastLeases.ManagerArgs()
 
 // start builds the testbed and the cluster (one manager) for a test; both go away
 // when it ends, and their logs are printed if it failed.
@@ -63,7 +71,7 @@ func startWith(t *testing.T, topoFile string, opts cluster.Options) *cluster.Clu
 	opts.BinDir, opts.Dir = binDir, t.TempDir()
 	// Agents heartbeat every second: fastLeases' --agent-liveness (4 s) must
 	// exceed the register interval, or agents look down between heartbeats.
-	opts.AgentArgs = append([]string{"--register-interval", "1s"}, opts.AgentArgs...)
+	opts.AgentArgs = append([]string{"--register-interval", framework.AgentRegisterInterval.String()}, opts.AgentArgs...)
 	c, err := cluster.Start(ctx, tb, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -71,32 +79,8 @@ func startWith(t *testing.T, topoFile string, opts cluster.Options) *cluster.Clu
 	t.Cleanup(func() {
 		c.Close()
 		if t.Failed() {
-			for i := range max(opts.Managers, 1) {
-				name := "manager"
-				if i > 0 {
-					name += strconv.Itoa(i)
-				}
-				t.Logf("%s log:\n%s", name, tail(c.Log(name), 60))
-			}
-			for _, n := range tb.Plan.Nodes {
-				if l := c.Log("agent-" + n.Name); l != "" {
-					t.Logf("agent %s log:\n%s", n.Name, tail(l, 30))
-				}
-			}
+			framework.LogTails(t, c, opts.Managers)
 		}
 	})
 	return c
-}
-
-func tail(s string, n int) string {
-	lines := 0
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			lines++
-			if lines > n {
-				return s[i+1:]
-			}
-		}
-	}
-	return s
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vonproject/von/e2e/framework"
 )
 
 // A redundant ON carries a stream while a router on one of its paths loses the
@@ -62,7 +64,7 @@ func TestRepairLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if moved == 0 {
-		t.Fatalf("not re-routed 8 s after the cut; manager log:\n%s", tail(c.Log("manager"), 20))
+		t.Fatalf("not re-routed 8 s after the cut; manager log:\n%s", framework.Tail(c.Log("manager"), 20))
 	}
 	t.Logf("re-routed %v after the cut (agents report every second); path 0 now %s; sent %d, delivered %d, lost %d, per path %v",
 		moved.Round(time.Millisecond), path0(), ss.Sent, rs.Delivered, rs.Lost, rs.PerPath)

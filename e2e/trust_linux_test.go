@@ -46,7 +46,7 @@ func TestEtcdRebuiltTakesOverAgents(t *testing.T) {
 		t.Fatalf("reserve on the rebuilt cluster: %v\n%s", err, out)
 	}
 	// The old cluster's ON is gone with its etcd; the new one is installed.
-	if n := len(htbClasses(t, c)); n == 0 {
+	if n := len(htbClasses(t, c.TB)); n == 0 {
 		t.Fatal("no classes installed after the rebuild")
 	}
 }

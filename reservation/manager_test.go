@@ -170,24 +170,6 @@ links:
   - {a: r2:eth0, b: h2:eth0, capacity: 100Mbit}
 `
 
-// A reservation over routers without live agents fails, naming them, and leaves nothing.
-func TestReserveAgentDown(t *testing.T) {
-	_, cli := newEtcd(t)
-	m := startManager(t, cli, Config{})
-	applyYAML(t, m, routed)
-	ctx := context.Background()
-	_, err := m.Reserve(ctx, ReserveRequest{Name: "a", Members: []string{"h1", "h2"}, Rate: 1_000_000})
-	if !errors.Is(err, ErrAgentDown) || !strings.Contains(err.Error(), "r1, r2") {
-		t.Fatalf("err = %v", err)
-	}
-	if _, _, err := m.store.Get(ctx, "a"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("record left behind: %v", err)
-	}
-	if res, _ := m.store.Ledger.Reserved(ctx); len(res) != 0 {
-		t.Errorf("capacity left charged: %v", res)
-	}
-}
-
 // A manager that stops between admission and decision leaves an undecided round; the
 // next leader aborts it (presumed abort) and frees what it held.
 func TestPresumedAbort(t *testing.T) {
