@@ -53,8 +53,9 @@ func (a *Agent) registerLoop(ctx context.Context) {
 	converge, failures := true, 0
 	const minBackoff = 200 * time.Millisecond
 	backoff := minBackoff
+	var meter rateMeter
 	for {
-		err := a.registerOnce(ctx, client, converge)
+		err := a.registerOnce(ctx, client, converge, a.measure(ctx, &meter))
 		wait := a.cfg.RegisterInterval
 		if err == nil {
 			if failures > 0 {
@@ -83,13 +84,15 @@ func (a *Agent) registerLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, converge bool) error {
+// registerOnce registers (converge: asking for the desired state) and reports
+// what each ON carried since the previous registration.
+func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, converge bool, rates []*vonv1.OnRate) error {
 	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return err
 	}
 	req := &vonv1.AgentRegistryServiceRegisterRequest{Node: a.cfg.Node, Endpoint: a.endpoint(),
-		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version, Heartbeat: !converge}
+		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version, Heartbeat: !converge, OnRates: rates}
 	a.mu.Lock()
 	sentSeq := a.st.seq
 	req.StateRevision = a.st.stateRev
@@ -107,7 +110,7 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 		// A heartbeat's answer carries no desired state, and moving to
 		// another cluster means converging to its state: ask for it.
 		a.mu.Unlock()
-		return a.registerOnce(ctx, client, true)
+		return a.registerOnce(ctx, client, true, rates)
 	}
 	defer a.mu.Unlock()
 	defer func() {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -38,6 +39,10 @@ type Source interface {
 	Reserved(ctx context.Context) (map[reservation.Charge]uint64, error)
 	// Leader names the manager that leads ("" while none does).
 	Leader(ctx context.Context) (string, error)
+	// Measured is the bit/s each ON carried lately, as its routers' agents
+	// report it (the busiest class of the ON on any router); ONs that carried
+	// nothing are left out.
+	Measured(ctx context.Context) (map[uint32]uint64, error)
 }
 
 // FromManager reads a manager (leader or standby: everything comes from etcd).
@@ -47,6 +52,10 @@ type managerSource struct{ *reservation.Manager }
 
 func (s managerSource) Reserved(ctx context.Context) (map[reservation.Charge]uint64, error) {
 	return s.Store().Ledger.Reserved(ctx)
+}
+
+func (s managerSource) Measured(context.Context) (map[uint32]uint64, error) {
+	return s.MeasuredRates(), nil
 }
 
 // Options tune a Dashboard. Zero values take the defaults shown.
@@ -107,6 +116,7 @@ type state struct {
 	reserved map[reservation.Charge]uint64
 	usage    []Usage // 2 per link, in link order (ab, ba)
 	agents   []Agent
+	measured map[uint32]uint64 // bit/s by ON id (Source.Measured)
 	leader   string
 	leadErr  string
 }
@@ -313,6 +323,9 @@ func (d *Dashboard) load(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	st.agents = agentsOf(agents)
+	if st.measured, err = d.src.Measured(cctx); err != nil {
+		return 0, err
+	}
 	st.leader, st.leadErr = d.leader(cctx)
 	if st.topo != nil {
 		if d.drawn.tj == nil || d.drawn.tj.Revision != st.topo.Revision {
@@ -432,10 +445,14 @@ func (d *Dashboard) poll(ctx context.Context, n int) error {
 		return err
 	}
 	agents := agentsOf(as)
+	measured, err := d.src.Measured(cctx)
+	if err != nil {
+		return err
+	}
 	leader, leadErr := d.leader(cctx)
 	d.mu.Lock()
-	changed := leader != d.st.leader || leadErr != d.st.leadErr || !sameAgents(agents, d.st.agents)
-	d.st.agents, d.st.leader, d.st.leadErr = agents, leader, leadErr
+	changed := leader != d.st.leader || leadErr != d.st.leadErr || !sameAgents(agents, d.st.agents) || !maps.Equal(measured, d.st.measured)
+	d.st.agents, d.st.measured, d.st.leader, d.st.leadErr = agents, measured, leader, leadErr
 	if changed || n%5 == 0 {
 		d.publishLocked("status", d.statusLocked())
 	}
@@ -456,23 +473,25 @@ func sameAgents(a, b []Agent) bool {
 	})
 }
 
-// Status is the "status" event: the agents and the leader, with the time.
+// Status is the "status" event: the agents, the measured rates and the
+// leader, with the time.
 type Status struct {
-	Now         time.Time `json:"now"`
-	Leader      string    `json:"leader"`
-	LeaderError string    `json:"leader_error,omitempty"`
-	Agents      []Agent   `json:"agents"`
+	Now         time.Time         `json:"now"`
+	Leader      string            `json:"leader"`
+	LeaderError string            `json:"leader_error,omitempty"`
+	Agents      []Agent           `json:"agents"`
+	Measured    map[uint32]uint64 `json:"measured"` // bit/s by ON id, as agents report it
 }
 
 func (d *Dashboard) statusLocked() Status {
-	return Status{Now: time.Now(), Leader: d.st.leader, LeaderError: d.st.leadErr, Agents: d.st.agents}
+	return Status{Now: time.Now(), Leader: d.st.leader, LeaderError: d.st.leadErr, Agents: d.st.agents, Measured: d.st.measured}
 }
 
 // snapshotLocked is the whole state; it shares what it points to with d.st.
 func (d *Dashboard) snapshotLocked() *Snapshot {
 	st := d.st
 	s := &Snapshot{Now: time.Now(), Leader: st.leader, LeaderError: st.leadErr, Topology: st.tj,
-		Usage: st.usage, Agents: st.agents, ONs: make([]*ON, 0, len(st.ons)), Legend: legend}
+		Usage: st.usage, Agents: st.agents, Measured: st.measured, ONs: make([]*ON, 0, len(st.ons)), Legend: legend}
 	for _, o := range st.ons {
 		s.ONs = append(s.ONs, o)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -48,6 +49,7 @@ type fake struct {
 	ons      map[string]*vonv1.Reservation
 	reserved map[reservation.Charge]uint64
 	agents   []*vonv1.Agent
+	measured map[uint32]uint64
 	leader   string
 	lists    int
 
@@ -111,6 +113,12 @@ func (f *fake) Agents(context.Context) ([]*vonv1.Agent, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.agents, nil
+}
+
+func (f *fake) Measured(context.Context) (map[uint32]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.measured), nil
 }
 
 func (f *fake) Reserved(context.Context) (map[reservation.Charge]uint64, error) {
@@ -335,6 +343,19 @@ func TestEventsFollowTheManager(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("status: %+v", st)
+		}
+	}
+	// What agents measure an ON carried is a "status" too.
+	f.mu.Lock()
+	f.measured = map[uint32]uint64{7: 6_100_000}
+	f.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		next(t, ch, "status", &st)
+		if st.Measured[7] == 6_100_000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status without the measured rate: %+v", st)
 		}
 	}
 }

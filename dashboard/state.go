@@ -23,7 +23,11 @@ type Snapshot struct {
 	Usage       []Usage   `json:"usage"`    // every direction of every link
 	ONs         []*ON     `json:"ons"`      // every reservation, ended ones too, by name
 	Agents      []Agent   `json:"agents"`   // every registered agent, by node
-	Legend      Legend    `json:"legend"`
+	// Measured is the bit/s each ON carried lately (its busiest class on any
+	// router), by ON id, as the agents report it; ONs that carried nothing
+	// are absent.
+	Measured map[uint32]uint64 `json:"measured"`
+	Legend   Legend            `json:"legend"`
 }
 
 // Legend is how the picture colours link directions and paths.

@@ -184,12 +184,34 @@ func TestAgentRestartKeepsPartitions(t *testing.T) {
 			t.Fatalf("classes before restart %v, after %v", before, after)
 		}
 		sink := listen(t, ctx, tb, cluster.ONPort, cluster.ONKey)
-		sent := sendON(t, ctx, tb, cluster.ONFlow{From: "h1", To: "h2", ONID: g.OnID, Rate: 6_000_000, Duration: 2 * time.Second})
+		sending := make(chan []testbed.SendStats, 1)
+		go func() {
+			st, _ := cluster.SendON(ctx, tb, cluster.ONFlow{From: "h1", To: "h2", ONID: g.OnID, Rate: 6_000_000, Duration: 4 * time.Second})
+			sending <- st
+		}()
+		// Meanwhile the dashboard shows what the agents measure it carrying:
+		// the reserved rate it is held to, not what it offers.
+		var measured uint64
+		for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+			if s, err := c.State(ctx); err == nil && s.Measured[g.OnID] != 0 {
+				if measured = s.Measured[g.OnID]; measured > 3e6 {
+					break
+				}
+			}
+		}
+		sent := <-sending
 		time.Sleep(300 * time.Millisecond)
 		sink.Close()
+		if len(sent) == 0 {
+			t.Fatal("sending failed")
+		}
 		// Still capped at the reserved 4 Mbit/s after the restart.
 		if r := sink.Key(cluster.Key(g.OnID, 0)).Rate(); r > 4.3e6 || r < 3.5e6 {
 			t.Errorf("ON sending %.1f Mbit/s received %.2f Mbit/s after agent restart, want ≈ 4", sent[0].Rate()/1e6, r/1e6)
+		}
+		t.Logf("the dashboard showed the ON carrying %.2f Mbit/s", float64(measured)/1e6)
+		if measured < 3.3e6 || measured > 4.6e6 {
+			t.Errorf("the dashboard shows the ON carrying %.2f Mbit/s, want ≈ its 4 Mbit/s", float64(measured)/1e6)
 		}
 	})
 }

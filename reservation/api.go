@@ -175,6 +175,7 @@ func (m *Manager) Register(ctx context.Context, req *vonv1.AgentRegistryServiceR
 		return nil, err
 	}
 	m.noteAgent(a)
+	m.rates.note(a.GetNode(), req.GetOnRates(), time.Now())
 	if !known {
 		return nil, fmt.Errorf("%w: registration of %s recorded, but the applied topology has no router %q yet; apply one that does (vonctl topology apply)",
 			ErrUnplaceable, req.GetNode(), req.GetNode())

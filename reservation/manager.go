@@ -104,6 +104,7 @@ type Manager struct {
 	store *Store
 	log   *slog.Logger
 	m     *Metrics
+	rates measuredRates // what agents report each ON carried (the dashboard's)
 
 	epoch   atomic.Uint64           // leader epoch; 0 while not leading
 	cluster atomic.Pointer[Cluster] // read (or created) when Run starts

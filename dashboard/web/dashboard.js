@@ -13,6 +13,7 @@
     usage: new Map(), // "link/dir" → usage
     ons: new Map(), // name → ON
     agents: [], leader: '', leaderError: '',
+    measured: {}, // on_id → bit/s the agents measured it carrying
     legend: null,
     skew: 0, // manager clock − this clock, ms
     selected: '', showEnded: false, filter: '',
@@ -58,6 +59,7 @@
       const s = JSON.parse(e.data);
       clock(s.now);
       S.agents = s.agents || []; S.leader = s.leader; S.leaderError = s.leader_error || '';
+      S.measured = s.measured || {};
       paintNodes();
       later();
     });
@@ -68,6 +70,7 @@
     S.leader = s.leader; S.leaderError = s.leader_error || '';
     S.ons = new Map((s.ons || []).map((o) => [o.name, o]));
     S.agents = s.agents || [];
+    S.measured = s.measured || {};
     S.usage = new Map((s.usage || []).map((u) => [u.link + '/' + u.dir, u]));
     S.topo = s.topology;
     if (!S.legend) drawLegend(s.legend);
@@ -252,6 +255,9 @@
     }
     tr.appendChild(st);
     tr.appendChild(make('td', { class: 'rate' }, o.rate));
+    const m = o.live ? S.measured[o.on_id] : undefined;
+    tr.appendChild(make('td', { class: 'measured', title: m ? 'the busiest of its classes on any router, as the agents report it' : 'nothing measured lately' },
+      m ? fmtRate(m) + ' (' + Math.round(100 * m / o.rate_bps) + '%)' : '—'));
     const ms = o.members || [];
     tr.appendChild(make('td', { class: 'members', title: ms.join(', ') }, ms.length > 4 ? ms.slice(0, 4).join(', ') + ' … (' + ms.length + ')' : ms.join(', ')));
     tr.appendChild(make('td', { class: 'lease', 'data-expires': o.live && o.lease_expires ? o.lease_expires : '' }, leaseLeft(o)));
@@ -261,12 +267,21 @@
     return tr;
   }
 
+  // fmtRate is bit/s to three significant digits: "6.1Mbit".
+  function fmtRate(bps) {
+    for (const [div, unit] of [[1e12, 'Tbit'], [1e9, 'Gbit'], [1e6, 'Mbit'], [1e3, 'kbit']]) {
+      if (bps >= div) return Number((bps / div).toPrecision(3)) + unit;
+    }
+    return bps + 'bit';
+  }
+
   function renderDetail() {
     const box = $('detail');
     const o = S.ons.get(S.selected);
     if (!o) { box.hidden = true; box.replaceChildren(); return; }
     box.hidden = false;
     const items = [make('h3', {}, o.name + ' — ' + o.state + ', ' + o.rate + (o.redundant ? ', redundant' : ''))];
+    if (o.live && S.measured[o.on_id]) items.push(make('p', {}, 'measured: ' + fmtRate(S.measured[o.on_id]) + ' of ' + o.rate + ' reserved'));
     if (o.owner) items.push(make('p', {}, 'owner: ' + o.owner));
     if (o.degraded) items.push(make('p', { class: 'bad' }, 'degraded: ' + o.degraded));
     for (const ne of o.not_enforced || []) items.push(make('p', { class: 'bad' }, 'not enforced on ' + ne));

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/cluster"
 	"github.com/vonproject/von/e2e/testbed"
 )
@@ -164,4 +165,8 @@ func (b *binaries) StartManager(ctx context.Context) error { return b.c.StartMan
 
 func (b *binaries) Metrics(ctx context.Context) (string, error) {
 	return scrape(ctx, "http://"+b.httpAddr+"/metrics")
+}
+
+func (b *binaries) State(ctx context.Context) (*dashboard.Snapshot, error) {
+	return state(ctx, b.httpAddr)
 }

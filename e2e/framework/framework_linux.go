@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/testbed"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
@@ -36,6 +37,8 @@ type Cluster interface {
 	StartManager(ctx context.Context) error
 	// Metrics is the manager's Prometheus exposition (/metrics).
 	Metrics(ctx context.Context) (string, error)
+	// State is what the manager's dashboard shows (/api/state).
+	State(ctx context.Context) (*dashboard.Snapshot, error)
 }
 
 // Config is what a scenario asks of the cluster; zero durations are the

@@ -2,6 +2,7 @@ package framework
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/vonproject/von/agent"
 	"github.com/vonproject/von/apierr"
+	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/testbed"
 	"github.com/vonproject/von/managerd"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
@@ -225,6 +227,10 @@ func (c *inProcess) Metrics(ctx context.Context) (string, error) {
 	return scrape(ctx, "http://"+c.httpAddr+"/metrics")
 }
 
+func (c *inProcess) State(ctx context.Context) (*dashboard.Snapshot, error) {
+	return state(ctx, c.httpAddr)
+}
+
 func (c *inProcess) close() {
 	c.mu.Lock()
 	agents := c.agents
@@ -241,6 +247,20 @@ func (c *inProcess) close() {
 	c.StopManager()
 }
 
+// state reads the dashboard's snapshot from the manager's HTTP listener.
+func state(ctx context.Context, addr string) (*dashboard.Snapshot, error) {
+	b, err := scrape(ctx, "http://"+addr+"/api/state")
+	if err != nil {
+		return nil, err
+	}
+	var s dashboard.Snapshot
+	if err := json.Unmarshal([]byte(b), &s); err != nil {
+		return nil, fmt.Errorf("/api/state: %w", err)
+	}
+	return &s, nil
+}
+
+// scrape GETs url and returns the body of a 200 answer.
 func scrape(ctx context.Context, url string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

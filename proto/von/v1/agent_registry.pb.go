@@ -45,6 +45,10 @@ type AgentRegistryServiceRegisterRequest struct {
 	// applied. When the router's desired state changed after it (a call the
 	// agent never got), the manager pushes the full state with a Sync.
 	StateRevision uint64 `protobuf:"varint,6,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
+	// What each ON carried through this router since the agent's previous
+	// registration: for each ON that sent anything, the busiest of its classes
+	// on the router's interfaces. Only ONs that carried traffic are listed.
+	OnRates       []*OnRate `protobuf:"bytes,7,rep,name=on_rates,json=onRates,proto3" json:"on_rates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,6 +125,69 @@ func (x *AgentRegistryServiceRegisterRequest) GetStateRevision() uint64 {
 	return 0
 }
 
+func (x *AgentRegistryServiceRegisterRequest) GetOnRates() []*OnRate {
+	if x != nil {
+		return x.OnRates
+	}
+	return nil
+}
+
+// OnRate is an ON's measured rate at one router.
+type OnRate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Flow identifier of the ON.
+	OnId uint32 `protobuf:"varint,1,opt,name=on_id,json=onId,proto3" json:"on_id,omitempty"`
+	// Bits per second through the ON's busiest class on the router over the
+	// measured interval.
+	RateBps       uint64 `protobuf:"varint,2,opt,name=rate_bps,json=rateBps,proto3" json:"rate_bps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnRate) Reset() {
+	*x = OnRate{}
+	mi := &file_von_v1_agent_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnRate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnRate) ProtoMessage() {}
+
+func (x *OnRate) ProtoReflect() protoreflect.Message {
+	mi := &file_von_v1_agent_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnRate.ProtoReflect.Descriptor instead.
+func (*OnRate) Descriptor() ([]byte, []int) {
+	return file_von_v1_agent_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OnRate) GetOnId() uint32 {
+	if x != nil {
+		return x.OnId
+	}
+	return 0
+}
+
+func (x *OnRate) GetRateBps() uint64 {
+	if x != nil {
+		return x.RateBps
+	}
+	return 0
+}
+
 // AgentRegistryServiceRegisterResponse is the node's desired state.
 type AgentRegistryServiceRegisterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -146,7 +213,7 @@ type AgentRegistryServiceRegisterResponse struct {
 
 func (x *AgentRegistryServiceRegisterResponse) Reset() {
 	*x = AgentRegistryServiceRegisterResponse{}
-	mi := &file_von_v1_agent_registry_proto_msgTypes[1]
+	mi := &file_von_v1_agent_registry_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +225,7 @@ func (x *AgentRegistryServiceRegisterResponse) String() string {
 func (*AgentRegistryServiceRegisterResponse) ProtoMessage() {}
 
 func (x *AgentRegistryServiceRegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_von_v1_agent_registry_proto_msgTypes[1]
+	mi := &file_von_v1_agent_registry_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +238,7 @@ func (x *AgentRegistryServiceRegisterResponse) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use AgentRegistryServiceRegisterResponse.ProtoReflect.Descriptor instead.
 func (*AgentRegistryServiceRegisterResponse) Descriptor() ([]byte, []int) {
-	return file_von_v1_agent_registry_proto_rawDescGZIP(), []int{1}
+	return file_von_v1_agent_registry_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AgentRegistryServiceRegisterResponse) GetPartitions() []*PartitionSpec {
@@ -213,7 +280,7 @@ var File_von_v1_agent_registry_proto protoreflect.FileDescriptor
 
 const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xe7\x01\n" +
+	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\x92\x02\n" +
 	"#AgentRegistryServiceRegisterRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x121\n" +
@@ -222,7 +289,11 @@ const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"interfaces\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1c\n" +
 	"\theartbeat\x18\x05 \x01(\bR\theartbeat\x12%\n" +
-	"\x0estate_revision\x18\x06 \x01(\x04R\rstateRevision\"\x92\x02\n" +
+	"\x0estate_revision\x18\x06 \x01(\x04R\rstateRevision\x12)\n" +
+	"\bon_rates\x18\a \x03(\v2\x0e.von.v1.OnRateR\aonRates\"8\n" +
+	"\x06OnRate\x12\x13\n" +
+	"\x05on_id\x18\x01 \x01(\rR\x04onId\x12\x19\n" +
+	"\brate_bps\x18\x02 \x01(\x04R\arateBps\"\x92\x02\n" +
 	"$AgentRegistryServiceRegisterResponse\x125\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x15.von.v1.PartitionSpecR\n" +
@@ -247,25 +318,27 @@ func file_von_v1_agent_registry_proto_rawDescGZIP() []byte {
 	return file_von_v1_agent_registry_proto_rawDescData
 }
 
-var file_von_v1_agent_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_von_v1_agent_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_von_v1_agent_registry_proto_goTypes = []any{
-	(*AgentRegistryServiceRegisterRequest)(nil),  // 0: von.v1.AgentRegistryServiceRegisterRequest
-	(*AgentRegistryServiceRegisterResponse)(nil), // 1: von.v1.AgentRegistryServiceRegisterResponse
-	(*Interface)(nil),             // 2: von.v1.Interface
-	(*PartitionSpec)(nil),         // 3: von.v1.PartitionSpec
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*AgentRegistryServiceRegisterRequest)(nil), // 0: von.v1.AgentRegistryServiceRegisterRequest
+	(*OnRate)(nil), // 1: von.v1.OnRate
+	(*AgentRegistryServiceRegisterResponse)(nil), // 2: von.v1.AgentRegistryServiceRegisterResponse
+	(*Interface)(nil),             // 3: von.v1.Interface
+	(*PartitionSpec)(nil),         // 4: von.v1.PartitionSpec
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_von_v1_agent_registry_proto_depIdxs = []int32{
-	2, // 0: von.v1.AgentRegistryServiceRegisterRequest.interfaces:type_name -> von.v1.Interface
-	3, // 1: von.v1.AgentRegistryServiceRegisterResponse.partitions:type_name -> von.v1.PartitionSpec
-	4, // 2: von.v1.AgentRegistryServiceRegisterResponse.cluster_create_time:type_name -> google.protobuf.Timestamp
-	0, // 3: von.v1.AgentRegistryService.Register:input_type -> von.v1.AgentRegistryServiceRegisterRequest
-	1, // 4: von.v1.AgentRegistryService.Register:output_type -> von.v1.AgentRegistryServiceRegisterResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: von.v1.AgentRegistryServiceRegisterRequest.interfaces:type_name -> von.v1.Interface
+	1, // 1: von.v1.AgentRegistryServiceRegisterRequest.on_rates:type_name -> von.v1.OnRate
+	4, // 2: von.v1.AgentRegistryServiceRegisterResponse.partitions:type_name -> von.v1.PartitionSpec
+	5, // 3: von.v1.AgentRegistryServiceRegisterResponse.cluster_create_time:type_name -> google.protobuf.Timestamp
+	0, // 4: von.v1.AgentRegistryService.Register:input_type -> von.v1.AgentRegistryServiceRegisterRequest
+	2, // 5: von.v1.AgentRegistryService.Register:output_type -> von.v1.AgentRegistryServiceRegisterResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_von_v1_agent_registry_proto_init() }
@@ -281,7 +354,7 @@ func file_von_v1_agent_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_von_v1_agent_registry_proto_rawDesc), len(file_von_v1_agent_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
