@@ -20,8 +20,9 @@ import (
 
 	"github.com/vonproject/von/agent"
 	// The etcd server registers its metrics (etcd_*) on Prometheus' default
-	// registry when it is linked in: the same code an external etcd runs.
-	_ "github.com/vonproject/von/etcdembed"
+	// registry when it is linked in: the same code an external etcd runs, and
+	// what a manager on its embedded etcd serves (managerd).
+	"github.com/vonproject/von/etcdembed"
 	"github.com/vonproject/von/reservation"
 )
 
@@ -89,7 +90,7 @@ func registered(t *testing.T) map[string]metric {
 	t.Helper()
 	all := describe{}
 	// The manager's registry (managerd.Run): Go and process collectors, the
-	// reservation metrics and the reservations-by-state collector.
+	// reservation metrics and the state collector.
 	all.add("go/process", collectors.NewGoCollector())
 	all.add("go/process", collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reservation.NewMetrics(all)
@@ -102,14 +103,27 @@ func registered(t *testing.T) map[string]metric {
 	}
 
 	// Types, from what registries gather: the manager's metrics with a child in
-	// each vector, and a simulated agent's (all but its vectors, which have no
-	// child before the agent serves a call).
+	// each vector, its state collector's, and a simulated agent's (all but its
+	// vectors, which have no child before the agent serves a call).
 	typed := prometheus.NewRegistry()
 	m := reservation.NewMetrics(typed)
 	m.TwoPC.WithLabelValues("commit").Observe(1)
 	m.Rejections.WithLabelValues("capacity").Inc()
 	m.AgentCalls.WithLabelValues("refresh", "ok").Inc()
 	m.Conflicts.WithLabelValues("admission").Inc()
+	m.Release.WithLabelValues("ok").Observe(1)
+	// The state collector's series are computed at scrape time: a manager on a real etcd.
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{Dir: t.TempDir(), NoFsync: true})
+	if err != nil {
+		t.Fatalf("etcd for the manager's state collector: %v", err)
+	}
+	defer e.Close()
+	cli, err := e.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	typed.MustRegister(reservation.New(cli, reservation.Config{}).StateCollector())
 	setTypes(t, all, typed)
 	a, err := agent.New(context.Background(), agent.Config{Node: "r1", StateDir: t.TempDir(), ListenAddr: "127.0.0.1:0", Insecure: true,
 		Simulate: []agent.SimulatedInterface{{Name: "eth0", Addrs: []string{"10.77.0.1/30"}}}})
@@ -591,7 +605,9 @@ func TestGrafanaDashboard(t *testing.T) {
 	// The panels the dashboard is for (issue 11).
 	for _, title := range []string{"Reservations by state", "Reserve round latency", "Admission rejections by reason",
 		"Ledger conflicts", "Agents up", "Agents down", "Soonest partition lease", "Refresh and Sync errors",
-		"etcd WAL fsync (p99)", "Prepare and Commit latency (p99)", "Agent call errors"} {
+		"etcd WAL fsync (p99)", "Prepare and Commit latency (p99)", "Agent call errors",
+		"Degraded ONs", "Agents not live (leader's view)", "Leading manager", "Release round latency",
+		"Release rounds and lease expiries"} {
 		if !titles[title] {
 			t.Errorf("no panel %q", title)
 		}
@@ -708,7 +724,8 @@ func TestAlertRules(t *testing.T) {
 	}
 	// The alerts the rules are for (issue 11).
 	for _, a := range []string{"VONAgentDown", "VONInterfaceDown", "VONPartitionNotEnforced", "VONPartitionLeaseExpiring",
-		"VONAdmissionRejectionsRising", "VONEtcdSlowFsync", "VONNoManager"} {
+		"VONAdmissionRejectionsRising", "VONEtcdSlowFsync", "VONNoManager",
+		"VONReservationDegraded", "VONAgentsNotLive", "VONLeaseExpiries", "VONNoLeader", "VONEtcdNoLeader"} {
 		if !alerts[a] {
 			t.Errorf("no alert %s", a)
 		}

@@ -15,6 +15,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,7 +82,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("von-manager: --http %s and --metrics %s: they are one listener, give one address", httpAddr, cfg.MetricsAddr)
 	}
 	endpoints := cfg.EtcdEndpoints
-	if len(endpoints) == 0 {
+	embedded := len(endpoints) == 0
+	if embedded {
 		if cfg.DataDir == "" {
 			return errors.New("von-manager: give --data-dir for the embedded etcd, or --etcd-endpoints")
 		}
@@ -143,7 +146,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("von-manager: http listen %s: %w", httpAddr, err)
 		}
 		dash := dashboard.New(dashboard.FromManager(m), dashboard.Options{Logger: log})
-		hs = &http.Server{Handler: httpMux(reg, m, cfg.Manager.ID, dash, cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
+		mux := httpMux(metricsGatherer(reg, embedded), log, m, cfg.Manager.ID, dash, cfg.Pprof)
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- hs.Serve(hl) }()
 		go func() { _ = dash.Run(rctx); close(dashDone) }()
 		if cfg.HTTPReady != nil {
@@ -187,12 +191,40 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// metricsGatherer is what /metrics serves: reg and, with the embedded etcd
+// (embedded), that etcd's own series. Its server registers them on
+// Prometheus' default registry; only the etcd_* families are taken from
+// there: the default registry has Go and process collectors too, the same
+// series as reg's (a family served twice fails the scrape). With an external
+// etcd none are: the etcd_* series linked into this process then describe no
+// running server (etcd_server_has_leader would read 0 and fire VONEtcdNoLeader),
+// and the external etcd serves its own.
+func metricsGatherer(reg *prometheus.Registry, embedded bool) prometheus.Gatherer {
+	if !embedded {
+		return reg
+	}
+	return prometheus.Gatherers{reg, prometheus.GathererFunc(onlyPrefix(prometheus.DefaultGatherer.Gather, "etcd_"))}
+}
+
+// onlyPrefix keeps the metric families gather returns whose name starts with
+// prefix. (Generic so as not to name client_model's MetricFamily, which is
+// not a direct dependency of this module.)
+func onlyPrefix[F interface{ GetName() string }](gather func() ([]F, error), prefix string) func() ([]F, error) {
+	return func() ([]F, error) {
+		mfs, err := gather()
+		return slices.DeleteFunc(mfs, func(f F) bool { return !strings.HasPrefix(f.GetName(), prefix) }), err
+	}
+}
+
 // httpMux is the HTTP listener's routes: the dashboard at /, /metrics,
 // /healthz (the process is up), /readyz (a leader is known and etcd answers;
-// 503 with why not) and, with withPprof, /debug/pprof/.
-func httpMux(reg *prometheus.Registry, m *reservation.Manager, id string, dash http.Handler, withPprof bool) *http.ServeMux {
+// 503 with why not) and, with withPprof, /debug/pprof/. A series that cannot
+// be read (a standby's counts while etcd does not answer) is left out of
+// /metrics and logged; the rest are still served, etcd's own among them.
+func httpMux(metrics prometheus.Gatherer, log *slog.Logger, m *reservation.Manager, id string, dash http.Handler, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

@@ -3,9 +3,11 @@ package managerd
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,10 +46,11 @@ func TestDaemonExternalEtcd(t *testing.T) {
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready, httpReady := make(chan string, 1), make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Listen: "127.0.0.1:0", Insecure: true, EtcdEndpoints: e.Endpoints, Ready: func(a string) { ready <- a }})
+		done <- Run(ctx, Config{Listen: "127.0.0.1:0", Insecure: true, EtcdEndpoints: e.Endpoints, HTTPAddr: "127.0.0.1:0",
+			Ready: func(a string) { ready <- a }, HTTPReady: func(a string) { httpReady <- a }})
 	}()
 	var addr string
 	select {
@@ -88,6 +91,32 @@ func TestDaemonExternalEtcd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The etcd_* series linked into this process describe no etcd the manager
+	// runs (here they are the test's etcd's): with an external etcd they are
+	// not served, the external etcd serves its own.
+	body := scrape(t, ctx, <-httpReady)
+	if strings.Contains(body, "etcd_server_has_leader") || strings.Contains(body, "\netcd_") {
+		t.Errorf("a manager on an external etcd serves etcd_* series:\n%.2000s", body)
+	}
+	if !strings.Contains(body, "\nvon_manager_leader 1\n") {
+		t.Errorf("no von_manager_leader 1 on the leader:\n%.2000s", body)
+	}
+}
+
+// scrape returns what addr serves at /metrics, failing unless it is 200.
+func scrape(t *testing.T, ctx context.Context, addr string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %.500q", resp.StatusCode, b)
+	}
+	return string(b)
 }
 
 // One HTTP listener serves the dashboard, /metrics, /healthz, /readyz and,
@@ -98,9 +127,11 @@ func TestHTTPListener(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	ready, httpReady := make(chan string, 1), make(chan string, 1)
 	done := make(chan error, 1)
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
 		done <- Run(rctx, Config{Listen: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Pprof: true,
-			Manager: reservation.Config{ID: "m-http"}, Ready: func(a string) { ready <- a }, HTTPReady: func(a string) { httpReady <- a }})
+			Manager: reservation.Config{ID: "m-http", Logger: log}, Ready: func(a string) { ready <- a }, HTTPReady: func(a string) { httpReady <- a }})
 	}()
 	defer func() {
 		stop()
@@ -166,6 +197,51 @@ func TestHTTPListener(t *testing.T) {
 			t.Errorf("%s: %d, want %q in %.200q", path, code, want, body)
 		}
 	}
+	// The embedded etcd's own series are on the manager's /metrics (what the
+	// etcd alerts and the dashboard's etcd row query), beside the manager's,
+	// and no family twice (the Go and process collectors are on both
+	// registries).
+	body := scrape(t, ctx, addr)
+	for _, want := range []string{
+		"\netcd_server_has_leader 1\n",
+		"\netcd_server_leader_changes_seen_total ",
+		"\netcd_disk_wal_fsync_duration_seconds_bucket{le=",
+		"\netcd_disk_backend_commit_duration_seconds_bucket{le=",
+		"\nvon_manager_leader 1\n",
+		"\nvon_manager_agents{state=\"down\"} 0\n",
+		"\nvon_manager_reservations_degraded{redundant=\"false\"} 0\n",
+		"\nvon_manager_lease_expiries_total 0\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics has no %q", strings.TrimSpace(want))
+		}
+	}
+	for _, family := range []string{"go_goroutines", "process_resident_memory_bytes", "etcd_server_has_leader"} {
+		if n := strings.Count(body, "# TYPE "+family+" "); n != 1 {
+			t.Errorf("/metrics has %d families %s, want 1", n, family)
+		}
+	}
+	if l := logs.String(); strings.Contains(l, "error gathering metrics") {
+		t.Errorf("gathering /metrics failed (a series served twice?):\n%s", l)
+	}
+}
+
+// lockedBuffer is a log's output, written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // /readyz is 503 with the reason while no manager leads or etcd does not answer.
@@ -187,7 +263,21 @@ func TestReadyzNotReady(t *testing.T) {
 	defer cli.Close()
 	m := reservation.New(cli, reservation.Config{}) // never runs: nobody campaigns
 	defer m.Close()
-	mux := httpMux(prometheus.NewRegistry(), m, "me", http.NotFoundHandler(), false)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.StateCollector())
+	mux := httpMux(reg, slog.New(slog.DiscardHandler), m, "me", http.NotFoundHandler(), false)
+	metrics := func() string {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if rec.Code != 200 {
+			t.Fatalf("/metrics: %d %.300q", rec.Code, rec.Body.String())
+		}
+		return rec.Body.String()
+	}
+	if body := metrics(); !strings.Contains(body, `von_manager_reservations{state="committed"} 0`) || !strings.Contains(body, "\nvon_manager_leader 0\n") {
+		t.Errorf("/metrics of a manager that does not lead:\n%s", body)
+	}
 	check := func(want string) {
 		t.Helper()
 		rec := httptest.NewRecorder()
@@ -200,6 +290,10 @@ func TestReadyzNotReady(t *testing.T) {
 	e.Close()
 	closed = true
 	check("not ready: etcd does not answer")
+	// What needs etcd is left out of /metrics; the rest is still served.
+	if body := metrics(); strings.Contains(body, "von_manager_reservations{") || !strings.Contains(body, "\nvon_manager_leader 0\n") {
+		t.Errorf("/metrics with etcd gone: want von_manager_leader and no reservation counts:\n%s", body)
+	}
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if rec.Code != 200 {

@@ -64,10 +64,14 @@ func (m *Manager) release(ctx context.Context, name string, final vonv1.Reservat
 // completeRelease tells every router and then frees capacity and id. A router that
 // cannot be told loses the partition by itself when its lease runs out.
 func (m *Manager) completeRelease(ctx context.Context, epoch uint64, rec *vonv1.Reservation, rev int64, txn txnRecord, final vonv1.ReservationState, why string) (*vonv1.Reservation, error) {
-	if !m.releaseAll(ctx, epoch, txn, rev).ok() {
+	start := time.Now()
+	acked := m.releaseAll(ctx, epoch, txn, rev).ok()
+	if !acked {
 		m.log.Warn("some routers did not ack the release; their partition leases will expire", "name", rec.GetName())
 	}
-	if err := m.finish(ctx, rec, rev, txn.ID, final, why); err != nil {
+	err := m.finish(ctx, rec, rev, txn.ID, final, why)
+	m.m.releaseDone(start, acked, final, err)
+	if err != nil {
 		return nil, err
 	}
 	out := proto.Clone(rec).(*vonv1.Reservation)
