@@ -17,6 +17,7 @@ type metrics struct {
 	calls         *prometheus.CounterVec
 	callSeconds   *prometheus.HistogramVec
 	register      *prometheus.CounterVec
+	stateAnswers  *prometheus.CounterVec
 	leaseExpired  prometheus.Counter
 	holdExpired   prometheus.Counter
 	applyErrors   prometheus.Counter
@@ -33,6 +34,8 @@ func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method"}),
 		register: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "von_agent_register_total",
 			Help: "Register calls to the manager by outcome (ok, error)."}, []string{"outcome"}),
+		stateAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "von_agent_state_answers_total",
+			Help: "Answers to converging registrations (after a start or a failed call), by answer: kept (the manager said the agent's state is current) or full (it sent the router's whole desired state)."}, []string{"answer"}),
 		leaseExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "von_agent_lease_expirations_total",
 			Help: "Committed partitions removed by the failsafe because their lease ran out."}),
 		holdExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "von_agent_hold_expirations_total",
@@ -44,7 +47,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) *metrics {
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "von_agent_apply_seconds",
 			Help: "Time to converge the data plane.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 	}
-	reg.MustRegister(m.calls, m.callSeconds, m.register, m.leaseExpired, m.holdExpired, m.applyErrors, m.journalErrors, m.applySeconds,
+	reg.MustRegister(m.calls, m.callSeconds, m.register, m.stateAnswers, m.leaseExpired, m.holdExpired, m.applyErrors, m.journalErrors, m.applySeconds,
 		&collector{a: a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -170,4 +173,13 @@ func (a *Agent) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{ErrorLog: nil}))
 	return mux
+}
+
+// keptState counts the answer to a converging registration.
+func (m *metrics) keptState(kept bool) {
+	answer := "full"
+	if kept {
+		answer = "kept"
+	}
+	m.stateAnswers.WithLabelValues(answer).Inc()
 }

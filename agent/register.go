@@ -55,7 +55,11 @@ func (a *Agent) registerLoop(ctx context.Context) {
 	backoff := minBackoff
 	var meter rateMeter
 	for {
-		err := a.registerOnce(ctx, client, converge, a.measure(ctx, &meter))
+		mode := heartbeat
+		if converge {
+			mode = keepIfCurrent
+		}
+		err := a.registerOnce(ctx, client, mode, a.measure(ctx, &meter))
 		wait := a.cfg.RegisterInterval
 		if err == nil {
 			if failures > 0 {
@@ -84,18 +88,34 @@ func (a *Agent) registerLoop(ctx context.Context) {
 	}
 }
 
-// registerOnce registers (converge: asking for the desired state) and reports
-// what each ON carried since the previous registration.
-func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, converge bool, rates []*vonv1.OnRate) error {
+// registerMode is what a registration asks of the manager.
+type registerMode int
+
+const (
+	heartbeat     registerMode = iota // keep my state; I will not converge to the answer
+	keepIfCurrent                     // converge, unless my state revision shows I hold my router's state
+	fullState                         // converge to the desired state, whatever my revision
+)
+
+// registerOnce registers (unless a heartbeat, converging to the desired state
+// the answer carries) and reports what each ON carried since the previous
+// registration. After a failed call the agent registers with keepIfCurrent:
+// when it holds no prepared partition and its state revision covers every
+// change of its router's desired state, the manager answers keep_state
+// instead of sending that state (a manager restart then costs heartbeats, not
+// every router's whole state).
+func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServiceClient, mode registerMode, rates []*vonv1.OnRate) error {
 	ifs, err := a.dp.interfaces()
 	if err != nil {
 		return err
 	}
 	req := &vonv1.AgentRegistryServiceRegisterRequest{Node: a.cfg.Node, Endpoint: a.endpoint(),
-		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version, Heartbeat: !converge, OnRates: rates}
+		Interfaces: a.cfg.protoIfaces(ifs), Version: a.cfg.Version, Heartbeat: mode == heartbeat, OnRates: rates}
 	a.mu.Lock()
 	sentSeq := a.st.seq
 	req.StateRevision = a.st.stateRev
+	// In-doubt holds are resolved by a converging answer only.
+	req.KeepIfCurrent = mode == keepIfCurrent && len(a.st.holds) == 0 && a.st.stateRev != 0 && a.st.cluster != ""
 	a.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.RegisterTimeout)
 	resp, err := client.Register(cctx, req)
@@ -105,12 +125,16 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 		return err
 	}
 	a.met.register.WithLabelValues("ok").Inc()
+	kept := mode == heartbeat || req.KeepIfCurrent && resp.GetKeepState()
+	if mode != heartbeat {
+		a.met.keptState(kept)
+	}
 	a.mu.Lock()
-	if !converge && resp.GetClusterId() != a.st.cluster {
-		// A heartbeat's answer carries no desired state, and moving to
-		// another cluster means converging to its state: ask for it.
+	if kept && resp.GetClusterId() != a.st.cluster {
+		// An answer without a desired state, and moving to another
+		// cluster means converging to its state: ask for it.
 		a.mu.Unlock()
-		return a.registerOnce(ctx, client, true, rates)
+		return a.registerOnce(ctx, client, fullState, nil)
 	}
 	defer a.mu.Unlock()
 	defer func() {
@@ -128,7 +152,7 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 	if err != nil {
 		return err
 	}
-	if !converge && !moved {
+	if kept && !moved {
 		if a.st.epoch != before {
 			_ = a.persistLocked()
 		}

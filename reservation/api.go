@@ -201,6 +201,10 @@ func (m *Manager) Register(ctx context.Context, req *vonv1.AgentRegistryServiceR
 		}
 		return out, nil
 	}
+	if m.keepsState(req, ts) {
+		out.KeepState, out.StateRevision = true, req.GetStateRevision()
+		return out, nil
+	}
 	var (
 		rev int64
 		err error
@@ -210,4 +214,19 @@ func (m *Manager) Register(ctx context.Context, req *vonv1.AgentRegistryServiceR
 	}
 	out.StateRevision = uint64(rev)
 	return out, nil
+}
+
+// keepsState says whether a converging registration that asks to keep its
+// state if current (keep_if_current) may: the agent's state revision covers
+// the last change of its router's desired state that the leader's index knows
+// (across restarts: index.noteLoadedChange) and the topology it was derived
+// from. It records the revision as the agent's applied one.
+func (m *Manager) keepsState(req *vonv1.AgentRegistryServiceRegisterRequest, ts *TopologyState) bool {
+	x := m.index()
+	s := int64(req.GetStateRevision())
+	if !req.GetKeepIfCurrent() || s == 0 || x == nil || ts == nil || s < ts.Revision || s < x.lastChange(req.GetNode()) {
+		return false
+	}
+	x.noteApplied(req.GetNode(), s)
+	return true
 }

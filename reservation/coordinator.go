@@ -360,6 +360,13 @@ func (m *Manager) finish(ctx context.Context, rec *vonv1.Reservation, onRev int6
 	final := proto.Clone(rec).(*vonv1.Reservation)
 	final.State = state
 	final.FailureReason = reason
+	// The routers' partitions changed when it left the committed state: at
+	// the releasing version (onRev, which the Release calls carried), else
+	// (a round that never committed) nowhere.
+	final.PathsRevision = 0
+	if rec.GetState() == vonv1.ReservationState_RESERVATION_STATE_RELEASING {
+		final.PathsRevision = uint64(onRev)
+	}
 	final.UpdateTime = timestamppb.Now()
 	put, err := m.store.putOn(final)
 	if err != nil {

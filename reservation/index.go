@@ -192,6 +192,9 @@ func (x *index) put(key string, value []byte, modRev int64) {
 		}
 	}
 	x.unlink(key, x.recs[key], modRev, r)
+	if !x.loaded {
+		x.noteLoadedChange(r, e, modRev)
+	}
 	x.recs[key] = e
 	x.counts[e.state]++
 	if e.committed() {
@@ -211,6 +214,34 @@ func (x *index) put(key string, value []byte, modRev int64) {
 		}
 	} else if terminal(e.state) && r.GetUpdateTime() != nil {
 		heap.Push(&x.due, deadline{at: r.GetUpdateTime().AsTime().Add(x.retention), key: key, rev: modRev, retention: true})
+	}
+}
+
+// noteLoadedChange sets, while the index loads, changed[n] for the routers n
+// of r's paths to the latest revision at which a record loaded so far changed
+// n's partitions: for a committed record its paths_revision (a renewal, say,
+// rewrote it later without changing them) or else its own revision; for any
+// other its paths_revision (a released one's: when it left the committed
+// state) or else its own, which is no earlier than that. A record deleted
+// before the load (after its retention) changed nothing an agent still holds:
+// partitions nobody refreshes run out within their lease, and the retention
+// is longer (Config.Retention). An agent whose state revision covers
+// changed[n] holds n's desired state (Register's keep_if_current).
+func (x *index) noteLoadedChange(r *vonv1.Reservation, e *entry, modRev int64) {
+	rev := modRev
+	if p := int64(r.GetPathsRevision()); p != 0 && p < modRev {
+		rev = p
+	}
+	routers := e.routers
+	if !e.committed() {
+		if r.GetState() == vonv1.ReservationState_RESERVATION_STATE_PREPARING {
+			return // never committed: no agent holds it as its state
+		}
+		routers = routersOf(r)
+	}
+	for _, n := range routers {
+		n = x.intern(n)
+		x.changed[n] = max(x.changed[n], rev)
 	}
 }
 

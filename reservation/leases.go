@@ -104,7 +104,7 @@ func (m *Manager) Renew(ctx context.Context, name string, ttl time.Duration) (*v
 		now := time.Now()
 		rec.LeaseExpireTime = timestamppb.New(now.Add(ttl))
 		rec.UpdateTime = timestamppb.New(now)
-		nrev, err := m.store.Update(ctx, rec, rev)
+		nrev, err := m.store.UpdateSamePaths(ctx, rec, rev)
 		if errors.Is(err, ErrGuard) {
 			continue
 		}

@@ -228,6 +228,7 @@ func (m *Manager) reroute(ctx context.Context, name string) error {
 	}
 	next := proto.Clone(rec).(*vonv1.Reservation)
 	next.Paths, next.Links, next.Degraded, next.DegradedSince = pl.Pairs, pl.Charged, "", nil
+	next.PathsRevision = 0 // new paths: the partitions change at this write
 	next.UpdateTime = timestamppb.Now()
 	txn.Decision = "commit"
 	put, err := m.store.putOn(next)

@@ -299,8 +299,26 @@ func (s *Store) putOn(r *vonv1.Reservation) (clientv3.Op, error) {
 }
 
 // Update writes r if its record is still at modRev; it returns the new revision or
-// ErrGuard if someone else changed it first.
+// ErrGuard if someone else changed it first. The write counts as a change of
+// r's partitions (paths_revision is cleared): see UpdateSamePaths.
 func (s *Store) Update(ctx context.Context, r *vonv1.Reservation, modRev int64, extra ...clientv3.Op) (int64, error) {
+	r.PathsRevision = 0
+	return s.update(ctx, r, modRev, extra...)
+}
+
+// UpdateSamePaths is Update for a committed record rewritten committed with
+// the partitions it had at modRev (a renewal, a note of where it is not
+// enforced or why it is degraded): the record keeps the revision at which its
+// partitions last changed, so that a restarted manager's index knows each
+// router's last change (index.put).
+func (s *Store) UpdateSamePaths(ctx context.Context, r *vonv1.Reservation, modRev int64) (int64, error) {
+	if r.PathsRevision == 0 {
+		r.PathsRevision = uint64(modRev)
+	}
+	return s.update(ctx, r, modRev)
+}
+
+func (s *Store) update(ctx context.Context, r *vonv1.Reservation, modRev int64, extra ...clientv3.Op) (int64, error) {
 	op, err := s.putOn(r)
 	if err != nil {
 		return 0, err

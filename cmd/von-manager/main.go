@@ -91,6 +91,12 @@ cluster instead (several managers may share one; the leader does the work).`,
 			if cfg.Manager.Port < 1 || cfg.Manager.Port > 65535 {
 				return usageError{fmt.Errorf("--port %d: want 1-65535", cfg.Manager.Port)}
 			}
+			// An ended record must outlive every partition of it an agent
+			// may still hold: a restarted leader tells agents to keep their
+			// state by the records it finds (docs/reservation.md).
+			if cfg.Manager.Retention < 2*cfg.Manager.PartitionLease {
+				return usageError{fmt.Errorf("--retention %s: want at least twice --partition-lease (%s)", cfg.Manager.Retention, cfg.Manager.PartitionLease)}
+			}
 			if cfg.HTTPAddr != "" && cfg.MetricsAddr != "" && cfg.HTTPAddr != cfg.MetricsAddr {
 				return usageError{fmt.Errorf("--http %s and --metrics %s: --metrics is another name for --http; give one", cfg.HTTPAddr, cfg.MetricsAddr)}
 			}

@@ -69,6 +69,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"--data-dir", dir, "--insecure", "--log-format", "xml"}, "log-format"},
 		{[]string{"--data-dir", dir, "--insecure", "--dscp", "64"}, "--dscp 64: want 1-63"},
 		{[]string{"--data-dir", dir, "--insecure", "--port", "70000"}, "--port 70000: want 1-65535"},
+		{[]string{"--data-dir", dir, "--insecure", "--retention", "40s"}, "--retention 40s: want at least twice --partition-lease (30s)"},
 		{[]string{"--data-dir", dir, "--insecure", "--http", "127.0.0.1:9400", "--metrics", "127.0.0.1:9401"}, "--metrics is another name for --http"},
 		{[]string{"--data-dir", dir}, "von-manager pki issue"},
 		{[]string{"--data-dir", dir, "--ca", "/nonexistent/ca.crt", "--cert", "c", "--key", "k"}, "CA certificate"},

@@ -48,7 +48,12 @@ type AgentRegistryServiceRegisterRequest struct {
 	// What each ON carried through this router since the agent's previous
 	// registration: for each ON that sent anything, the busiest of its classes
 	// on the router's interfaces. Only ONs that carried traffic are listed.
-	OnRates       []*OnRate `protobuf:"bytes,7,rep,name=on_rates,json=onRates,proto3" json:"on_rates,omitempty"`
+	OnRates []*OnRate `protobuf:"bytes,7,rep,name=on_rates,json=onRates,proto3" json:"on_rates,omitempty"`
+	// With a converging registration (heartbeat false): the agent holds no
+	// prepared partition, and if its state_revision covers every change of its
+	// router's desired state, it asks to be told to keep its state instead of
+	// being sent the whole of it (a manager restart then costs heartbeats).
+	KeepIfCurrent bool `protobuf:"varint,8,opt,name=keep_if_current,json=keepIfCurrent,proto3" json:"keep_if_current,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,6 +137,13 @@ func (x *AgentRegistryServiceRegisterRequest) GetOnRates() []*OnRate {
 	return nil
 }
 
+func (x *AgentRegistryServiceRegisterRequest) GetKeepIfCurrent() bool {
+	if x != nil {
+		return x.KeepIfCurrent
+	}
+	return false
+}
+
 // OnRate is an ON's measured rate at one router.
 type OnRate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -207,6 +219,10 @@ type AgentRegistryServiceRegisterResponse struct {
 	// a later change (a Commit, Release or Sync with a higher state_revision)
 	// ignores the answer: it may predate that change.
 	StateRevision uint64 `protobuf:"varint,5,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
+	// The answer to keep_if_current: the agent's state_revision covers every
+	// change of its router's desired state, so partitions is empty and the agent
+	// keeps what it holds.
+	KeepState     bool `protobuf:"varint,6,opt,name=keep_state,json=keepState,proto3" json:"keep_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,11 +292,18 @@ func (x *AgentRegistryServiceRegisterResponse) GetStateRevision() uint64 {
 	return 0
 }
 
+func (x *AgentRegistryServiceRegisterResponse) GetKeepState() bool {
+	if x != nil {
+		return x.KeepState
+	}
+	return false
+}
+
 var File_von_v1_agent_registry_proto protoreflect.FileDescriptor
 
 const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\x92\x02\n" +
+	"\x1bvon/v1/agent_registry.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16von/v1/partition.proto\x1a\x12von/v1/types.proto\"\xba\x02\n" +
 	"#AgentRegistryServiceRegisterRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x121\n" +
@@ -290,10 +313,11 @@ const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1c\n" +
 	"\theartbeat\x18\x05 \x01(\bR\theartbeat\x12%\n" +
 	"\x0estate_revision\x18\x06 \x01(\x04R\rstateRevision\x12)\n" +
-	"\bon_rates\x18\a \x03(\v2\x0e.von.v1.OnRateR\aonRates\"8\n" +
+	"\bon_rates\x18\a \x03(\v2\x0e.von.v1.OnRateR\aonRates\x12&\n" +
+	"\x0fkeep_if_current\x18\b \x01(\bR\rkeepIfCurrent\"8\n" +
 	"\x06OnRate\x12\x13\n" +
 	"\x05on_id\x18\x01 \x01(\rR\x04onId\x12\x19\n" +
-	"\brate_bps\x18\x02 \x01(\x04R\arateBps\"\x92\x02\n" +
+	"\brate_bps\x18\x02 \x01(\x04R\arateBps\"\xb1\x02\n" +
 	"$AgentRegistryServiceRegisterResponse\x125\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x15.von.v1.PartitionSpecR\n" +
@@ -302,7 +326,9 @@ const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12J\n" +
 	"\x13cluster_create_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11clusterCreateTime\x12%\n" +
-	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision2}\n" +
+	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision\x12\x1d\n" +
+	"\n" +
+	"keep_state\x18\x06 \x01(\bR\tkeepState2}\n" +
 	"\x14AgentRegistryService\x12e\n" +
 	"\bRegister\x12+.von.v1.AgentRegistryServiceRegisterRequest\x1a,.von.v1.AgentRegistryServiceRegisterResponseB.Z,github.com/vonproject/von/proto/von/v1;vonv1b\x06proto3"
 

@@ -281,6 +281,13 @@ type Reservation struct {
 	Degraded string `protobuf:"bytes,18,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	// Since when degraded is set.
 	DegradedSince *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=degraded_since,json=degradedSince,proto3" json:"degraded_since,omitempty"`
+	// Internal to the manager: the store revision at which this reservation's
+	// partitions last changed, when that is earlier than this version's own
+	// revision (a renewal, or a note of where it is not enforced or degraded,
+	// rewrote it without changing them); 0 means this version's revision. A
+	// restarted manager tells an agent whose state revision covers it to keep
+	// its state.
+	PathsRevision uint64 `protobuf:"varint,20,opt,name=paths_revision,json=pathsRevision,proto3" json:"paths_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +453,13 @@ func (x *Reservation) GetDegradedSince() *timestamppb.Timestamp {
 		return x.DegradedSince
 	}
 	return nil
+}
+
+func (x *Reservation) GetPathsRevision() uint64 {
+	if x != nil {
+		return x.PathsRevision
+	}
+	return 0
 }
 
 // NotEnforced says why a committed ON is not installed on one router.
@@ -2160,7 +2174,7 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"src_member\x18\x01 \x01(\tR\tsrcMember\x12\x1d\n" +
 	"\n" +
 	"dst_member\x18\x02 \x01(\tR\tdstMember\x12\"\n" +
-	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xa7\x06\n" +
+	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xce\x06\n" +
 	"\vReservation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x13\n" +
 	"\x05on_id\x18\x02 \x01(\rR\x04onId\x12.\n" +
@@ -2183,7 +2197,8 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"\fnot_enforced\x18\x10 \x03(\v2\x13.von.v1.NotEnforcedR\vnotEnforced\x12\x14\n" +
 	"\x05owner\x18\x11 \x01(\tR\x05owner\x12\x1a\n" +
 	"\bdegraded\x18\x12 \x01(\tR\bdegraded\x12A\n" +
-	"\x0edegraded_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\"m\n" +
+	"\x0edegraded_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\x12%\n" +
+	"\x0epaths_revision\x18\x14 \x01(\x04R\rpathsRevision\"m\n" +
 	"\vNotEnforced\x12\x16\n" +
 	"\x06router\x18\x01 \x01(\tR\x06router\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12.\n" +
