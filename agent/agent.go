@@ -32,6 +32,8 @@ type Agent struct {
 	reg  *prometheus.Registry
 	met  *metrics
 	ran  atomic.Bool
+	// reportRates: the manager's last answer asked for measured rates.
+	reportRates atomic.Bool
 
 	mu         sync.Mutex
 	jr         *journal

@@ -55,11 +55,17 @@ func (a *Agent) registerLoop(ctx context.Context) {
 	backoff := minBackoff
 	var meter rateMeter
 	for {
+		var rates []*vonv1.OnRate
+		if a.reportRates.Load() {
+			rates = a.measure(ctx, &meter)
+		} else {
+			meter = rateMeter{} // the next report starts from a fresh baseline
+		}
 		mode := heartbeat
 		if converge {
 			mode = keepIfCurrent
 		}
-		err := a.registerOnce(ctx, client, mode, a.measure(ctx, &meter))
+		err := a.registerOnce(ctx, client, mode, rates)
 		wait := a.cfg.RegisterInterval
 		if err == nil {
 			if failures > 0 {
@@ -125,6 +131,7 @@ func (a *Agent) registerOnce(ctx context.Context, client vonv1.AgentRegistryServ
 		return err
 	}
 	a.met.register.WithLabelValues("ok").Inc()
+	a.reportRates.Store(resp.GetReportRates())
 	kept := mode == heartbeat || req.KeepIfCurrent && resp.GetKeepState()
 	if mode != heartbeat {
 		a.met.keptState(kept)

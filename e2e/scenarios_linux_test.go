@@ -186,13 +186,16 @@ func TestAgentRestartKeepsPartitions(t *testing.T) {
 		sink := listen(t, ctx, tb, cluster.ONPort, cluster.ONKey)
 		sending := make(chan []testbed.SendStats, 1)
 		go func() {
-			st, _ := cluster.SendON(ctx, tb, cluster.ONFlow{From: "h1", To: "h2", ONID: g.OnID, Rate: 6_000_000, Duration: 4 * time.Second})
+			st, _ := cluster.SendON(ctx, tb, cluster.ONFlow{From: "h1", To: "h2", ONID: g.OnID, Rate: 6_000_000, Duration: 6 * time.Second})
 			sending <- st
 		}()
 		// Meanwhile the dashboard shows what the agents measure it carrying:
-		// the reserved rate it is held to, not what it offers.
+		// the reserved rate it is held to, not what it offers. (Agents measure
+		// only while the dashboard is looked at: from the first read on, a
+		// registration asks them to, the next sets their baseline, the one
+		// after reports.)
 		var measured uint64
-		for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 			if s, err := c.State(ctx); err == nil && s.Measured[g.OnID] != 0 {
 				if measured = s.Measured[g.OnID]; measured > 3e6 {
 					break

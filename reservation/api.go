@@ -182,7 +182,7 @@ func (m *Manager) Register(ctx context.Context, req *vonv1.AgentRegistryServiceR
 	}
 	// Only the leader answers with a desired state: an agent converges to the answer,
 	// and an empty one from a manager that does not lead would wipe its partitions.
-	out := &vonv1.AgentRegistryServiceRegisterResponse{LeaderEpoch: m.Epoch()}
+	out := &vonv1.AgentRegistryServiceRegisterResponse{LeaderEpoch: m.Epoch(), ReportRates: m.rates.wanted(time.Now())}
 	if c := m.cluster.Load(); c != nil {
 		out.ClusterId, out.ClusterCreateTime = c.ID, timestamppb.New(c.Created)
 	}

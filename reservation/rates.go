@@ -14,6 +14,19 @@ import (
 type measuredRates struct {
 	mu     sync.Mutex
 	byNode map[string]nodeRates
+	asked  time.Time // when MeasuredRates was last called
+}
+
+// ratesWantedFor is how long after the last MeasuredRates call agents are
+// asked to report rates: a dashboard page polls far more often, and when
+// none is open the agents read no counters for the manager.
+const ratesWantedFor = time.Minute
+
+// wanted says whether registrations should ask agents for rates.
+func (r *measuredRates) wanted(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.asked.IsZero() && now.Sub(r.asked) < ratesWantedFor
 }
 
 type nodeRates struct {
@@ -41,11 +54,15 @@ func (r *measuredRates) note(node string, rates []*vonv1.OnRate, now time.Time) 
 // busiest class on any router, as the agents reported it in their last
 // registration with this manager; reports older than the agent liveness
 // window are left out (the agent is down, or registers elsewhere). An ON
-// missing from the answer carried nothing measurable.
+// missing from the answer carried nothing measurable. Agents measure only
+// while someone asks: the first call makes them start, with their next
+// registrations (so the first answers are empty), and a minute without one
+// makes them stop.
 func (m *Manager) MeasuredRates() map[uint32]uint64 {
 	r := &m.rates
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.asked = time.Now()
 	out := map[uint32]uint64{}
 	cutoff := time.Now().Add(-m.cfg.AgentLiveness)
 	for node, nr := range r.byNode {

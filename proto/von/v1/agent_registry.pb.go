@@ -47,7 +47,8 @@ type AgentRegistryServiceRegisterRequest struct {
 	StateRevision uint64 `protobuf:"varint,6,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	// What each ON carried through this router since the agent's previous
 	// registration: for each ON that sent anything, the busiest of its classes
-	// on the router's interfaces. Only ONs that carried traffic are listed.
+	// on the router's interfaces. Only ONs that carried traffic are listed, and
+	// only while the manager asks for them (report_rates).
 	OnRates []*OnRate `protobuf:"bytes,7,rep,name=on_rates,json=onRates,proto3" json:"on_rates,omitempty"`
 	// With a converging registration (heartbeat false): the agent holds no
 	// prepared partition, and if its state_revision covers every change of its
@@ -222,7 +223,11 @@ type AgentRegistryServiceRegisterResponse struct {
 	// The answer to keep_if_current: the agent's state_revision covers every
 	// change of its router's desired state, so partitions is empty and the agent
 	// keeps what it holds.
-	KeepState     bool `protobuf:"varint,6,opt,name=keep_state,json=keepState,proto3" json:"keep_state,omitempty"`
+	KeepState bool `protobuf:"varint,6,opt,name=keep_state,json=keepState,proto3" json:"keep_state,omitempty"`
+	// Someone is looking at the measured rates (a dashboard page is open): the
+	// agent measures what each ON carries and reports it (on_rates) with its
+	// next registrations. Unset, it reads no counters for the manager.
+	ReportRates   bool `protobuf:"varint,7,opt,name=report_rates,json=reportRates,proto3" json:"report_rates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +304,13 @@ func (x *AgentRegistryServiceRegisterResponse) GetKeepState() bool {
 	return false
 }
 
+func (x *AgentRegistryServiceRegisterResponse) GetReportRates() bool {
+	if x != nil {
+		return x.ReportRates
+	}
+	return false
+}
+
 var File_von_v1_agent_registry_proto protoreflect.FileDescriptor
 
 const file_von_v1_agent_registry_proto_rawDesc = "" +
@@ -317,7 +329,7 @@ const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\x0fkeep_if_current\x18\b \x01(\bR\rkeepIfCurrent\"8\n" +
 	"\x06OnRate\x12\x13\n" +
 	"\x05on_id\x18\x01 \x01(\rR\x04onId\x12\x19\n" +
-	"\brate_bps\x18\x02 \x01(\x04R\arateBps\"\xb1\x02\n" +
+	"\brate_bps\x18\x02 \x01(\x04R\arateBps\"\xd4\x02\n" +
 	"$AgentRegistryServiceRegisterResponse\x125\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x15.von.v1.PartitionSpecR\n" +
@@ -328,7 +340,8 @@ const file_von_v1_agent_registry_proto_rawDesc = "" +
 	"\x13cluster_create_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11clusterCreateTime\x12%\n" +
 	"\x0estate_revision\x18\x05 \x01(\x04R\rstateRevision\x12\x1d\n" +
 	"\n" +
-	"keep_state\x18\x06 \x01(\bR\tkeepState2}\n" +
+	"keep_state\x18\x06 \x01(\bR\tkeepState\x12!\n" +
+	"\freport_rates\x18\a \x01(\bR\vreportRates2}\n" +
 	"\x14AgentRegistryService\x12e\n" +
 	"\bRegister\x12+.von.v1.AgentRegistryServiceRegisterRequest\x1a,.von.v1.AgentRegistryServiceRegisterResponseB.Z,github.com/vonproject/von/proto/von/v1;vonv1b\x06proto3"
 
