@@ -169,6 +169,7 @@ func (m *Manager) Reserve(ctx context.Context, req ReserveRequest) (*vonv1.Reser
 				return l.ReservableRate(), ok
 			},
 			Guard: guard,
+			Claim: m.claimOverlay(r),
 			Ops: func(id uint32) ([]clientv3.Op, error) {
 				r.OnId = id
 				put, err := m.store.putOn(r)
@@ -372,7 +373,7 @@ func (m *Manager) finish(ctx context.Context, rec *vonv1.Reservation, onRev int6
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{put}
+	ops := append([]clientv3.Op{put}, m.store.freeOverlay(final)...)
 	if txnID != "" {
 		ops = append(ops, clientv3.OpDelete(m.store.txnKey(txnID)))
 	}

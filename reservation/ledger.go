@@ -101,6 +101,10 @@ type Admission struct {
 	// Ops gets the allocated id.
 	Guard []clientv3.Cmp
 	Ops   func(id uint32) ([]clientv3.Op, error)
+	// Claim, if set, is called on every attempt before Ops: what else the
+	// transaction must find (a free overlay block) and write to take it.
+	// Losing a race for it is a conflict: the attempt is retried.
+	Claim func() ([]clientv3.Cmp, []clientv3.Op, error)
 }
 
 // CapacityError says which link direction could not take the rate.
@@ -147,6 +151,13 @@ func (l *Ledger) Admit(ctx context.Context, a Admission) (uint32, int64, error) 
 			idVal, _ := json.Marshal(idRecord{Owner: a.Owner})
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.idKey(id)), "=", 0))
 			puts = append(puts, clientv3.OpPut(l.idKey(id), string(idVal)))
+			if a.Claim != nil {
+				c, p, err := a.Claim()
+				if err != nil {
+					return nil, nil, err
+				}
+				cmps, puts = append(cmps, c...), append(puts, p...)
+			}
 			if a.Ops != nil {
 				ops, err := a.Ops(id)
 				if err != nil {

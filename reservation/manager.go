@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/vonproject/von/internal/rpcconn"
+	"github.com/vonproject/von/overlay"
 	"github.com/vonproject/von/pki"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/wire"
@@ -53,6 +54,8 @@ type Config struct {
 
 	DSCP uint32 // ON codepoint (wire.DefaultDSCP)
 	Port uint32 // ON UDP port (wire.DefaultPort)
+	// OverlayPool is where ONs' overlay prefixes come from (overlay.DefaultPool).
+	OverlayPool overlay.Pool
 
 	Metrics *Metrics // nil: metrics are not collected
 	// TLS is this manager's certificate for calling agents, each of which must
@@ -92,6 +95,9 @@ func (c *Config) defaults() {
 	}
 	if c.Port == 0 {
 		c.Port = wire.DefaultPort
+	}
+	if !c.OverlayPool.Prefix().IsValid() {
+		c.OverlayPool, _ = overlay.NewPool(overlay.DefaultPool)
 	}
 }
 

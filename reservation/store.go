@@ -70,6 +70,7 @@ func (s *Store) topologyKey() string         { return s.prefix + "/topology" }
 func (s *Store) onKey(name string) string    { return s.prefix + "/ons/" + url.PathEscape(name) }
 func (s *Store) onPrefix() string            { return s.prefix + "/ons/" }
 func (s *Store) txnKey(id string) string     { return s.prefix + "/txns/" + id }
+func (s *Store) overlayPrefix() string       { return s.prefix + "/overlay/" }
 func (s *Store) txnPrefix() string           { return s.prefix + "/txns/" }
 func (s *Store) agentKey(node string) string { return s.prefix + "/agents/" + url.PathEscape(node) }
 func (s *Store) agentPrefix() string         { return s.prefix + "/agents/" }

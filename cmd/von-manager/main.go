@@ -18,6 +18,7 @@ import (
 	"github.com/vonproject/von/internal/clidocs"
 	"github.com/vonproject/von/internal/logging"
 	"github.com/vonproject/von/managerd"
+	"github.com/vonproject/von/overlay"
 	"github.com/vonproject/von/pki"
 	"github.com/vonproject/von/wire"
 )
@@ -52,6 +53,7 @@ func command() *cobra.Command {
 	var (
 		cfg                 managerd.Config
 		endpoints           string
+		overlayPool         string
 		logFormat, logLevel string
 		security            pki.Flags
 	)
@@ -94,6 +96,9 @@ cluster instead (several managers may share one; the leader does the work).`,
 			// An ended record must outlive every partition of it an agent
 			// may still hold: a restarted leader tells agents to keep their
 			// state by the records it finds (docs/reservation.md).
+			if cfg.Manager.OverlayPool, err = overlay.ParsePool(overlayPool); err != nil {
+				return usageError{fmt.Errorf("--overlay-pool: %w", err)}
+			}
 			if cfg.Manager.Retention < 2*cfg.Manager.PartitionLease {
 				return usageError{fmt.Errorf("--retention %s: want at least twice --partition-lease (%s)", cfg.Manager.Retention, cfg.Manager.PartitionLease)}
 			}
@@ -137,6 +142,7 @@ cluster instead (several managers may share one; the leader does the work).`,
 	security.Register(f)
 	f.Uint32Var(&cfg.Manager.DSCP, "dscp", wire.DefaultDSCP, "DSCP of ON packets (1-63)")
 	f.Uint32Var(&cfg.Manager.Port, "port", wire.DefaultPort, "UDP destination port of ON packets (1-65535)")
+	f.StringVar(&overlayPool, "overlay-pool", overlay.DefaultPool.String(), "IPv4 prefix the ONs' overlay prefixes (vonlink's addresses) are assigned from; keep it unused on every member host")
 	cmd.AddCommand(pkiCommand(), clidocs.Command("8"))
 	clidocs.SetVersion(cmd)
 	return cmd

@@ -70,6 +70,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"--data-dir", dir, "--insecure", "--dscp", "64"}, "--dscp 64: want 1-63"},
 		{[]string{"--data-dir", dir, "--insecure", "--port", "70000"}, "--port 70000: want 1-65535"},
 		{[]string{"--data-dir", dir, "--insecure", "--retention", "40s"}, "--retention 40s: want at least twice --partition-lease (30s)"},
+		{[]string{"--data-dir", dir, "--insecure", "--overlay-pool", "100.64.0.1/10"}, "--overlay-pool: invalid overlay pool: 100.64.0.1/10 has host bits set"},
 		{[]string{"--data-dir", dir, "--insecure", "--http", "127.0.0.1:9400", "--metrics", "127.0.0.1:9401"}, "--metrics is another name for --http"},
 		{[]string{"--data-dir", dir}, "von-manager pki issue"},
 		{[]string{"--data-dir", dir, "--ca", "/nonexistent/ca.crt", "--cert", "c", "--key", "k"}, "CA certificate"},

@@ -288,6 +288,11 @@ type Reservation struct {
 	// restarted manager tells an agent whose state revision covers it to keep
 	// its state.
 	PathsRevision uint64 `protobuf:"varint,20,opt,name=paths_revision,json=pathsRevision,proto3" json:"paths_revision,omitempty"`
+	// The ON's overlay prefix (e.g. 100.64.7.8/29), from the manager's
+	// --overlay-pool: one per ON, sized for its members, stable for its life.
+	// Each member's overlay_address is in it; its last address is the ON's
+	// broadcast address.
+	OverlayPrefix string `protobuf:"bytes,21,opt,name=overlay_prefix,json=overlayPrefix,proto3" json:"overlay_prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -460,6 +465,13 @@ func (x *Reservation) GetPathsRevision() uint64 {
 		return x.PathsRevision
 	}
 	return 0
+}
+
+func (x *Reservation) GetOverlayPrefix() string {
+	if x != nil {
+		return x.OverlayPrefix
+	}
+	return ""
 }
 
 // NotEnforced says why a committed ON is not installed on one router.
@@ -2174,7 +2186,7 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"src_member\x18\x01 \x01(\tR\tsrcMember\x12\x1d\n" +
 	"\n" +
 	"dst_member\x18\x02 \x01(\tR\tdstMember\x12\"\n" +
-	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xce\x06\n" +
+	"\x05paths\x18\x03 \x03(\v2\f.von.v1.PathR\x05paths\"\xf5\x06\n" +
 	"\vReservation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x13\n" +
 	"\x05on_id\x18\x02 \x01(\rR\x04onId\x12.\n" +
@@ -2198,7 +2210,8 @@ const file_von_v1_reservation_proto_rawDesc = "" +
 	"\x05owner\x18\x11 \x01(\tR\x05owner\x12\x1a\n" +
 	"\bdegraded\x18\x12 \x01(\tR\bdegraded\x12A\n" +
 	"\x0edegraded_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\x12%\n" +
-	"\x0epaths_revision\x18\x14 \x01(\x04R\rpathsRevision\"m\n" +
+	"\x0epaths_revision\x18\x14 \x01(\x04R\rpathsRevision\x12%\n" +
+	"\x0eoverlay_prefix\x18\x15 \x01(\tR\roverlayPrefix\"m\n" +
 	"\vNotEnforced\x12\x16\n" +
 	"\x06router\x18\x01 \x01(\tR\x06router\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12.\n" +

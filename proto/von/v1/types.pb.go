@@ -95,9 +95,12 @@ type Member struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Address ON packets of this member carry as source and destination (textual IP,
 	// no prefix length). Taken from the topology node's `address`.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The member's address inside the ON (vonlink's TUN interface), in the ON's
+	// overlay_prefix; assigned by the manager, stable for the ON's life.
+	OverlayAddress string `protobuf:"bytes,3,opt,name=overlay_address,json=overlayAddress,proto3" json:"overlay_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -140,6 +143,13 @@ func (x *Member) GetName() string {
 func (x *Member) GetAddress() string {
 	if x != nil {
 		return x.Address
+	}
+	return ""
+}
+
+func (x *Member) GetOverlayAddress() string {
+	if x != nil {
+		return x.OverlayAddress
 	}
 	return ""
 }
@@ -559,10 +569,11 @@ var File_von_v1_types_proto protoreflect.FileDescriptor
 
 const file_von_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x12von/v1/types.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n" +
+	"\x12von/v1/types.proto\x12\x06von.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x89\x01\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12'\n" +
+	"\x0foverlay_address\x18\x03 \x01(\tR\x0eoverlayAddress\"\x89\x01\n" +
 	"\vChargedLink\x12\x12\n" +
 	"\x04link\x18\x01 \x01(\tR\x04link\x123\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x15.von.v1.LinkDirectionR\tdirection\x12\x19\n" +

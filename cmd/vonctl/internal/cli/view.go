@@ -29,9 +29,11 @@ type reservationView struct {
 	// Routers where the committed ON is not installed now; the manager re-drives them.
 	NotEnforced []notEnforcedView `json:"not_enforced,omitempty"`
 	// Which path has lost a link or router, and why; empty while all are intact.
-	Degraded string     `json:"degraded,omitempty"`
-	Created  *time.Time `json:"created,omitempty"`
-	Updated  *time.Time `json:"updated,omitempty"`
+	Degraded string `json:"degraded,omitempty"`
+	// OverlayPrefix holds the members' overlay addresses (docs/cli.md).
+	OverlayPrefix string     `json:"overlay_prefix,omitempty"`
+	Created       *time.Time `json:"created,omitempty"`
+	Updated       *time.Time `json:"updated,omitempty"`
 }
 
 type notEnforcedView struct {
@@ -40,8 +42,9 @@ type notEnforcedView struct {
 }
 
 type memberView struct {
-	Name    string `json:"name"`
-	Address string `json:"address"`
+	Name           string `json:"name"`
+	Address        string `json:"address"`
+	OverlayAddress string `json:"overlay_address,omitempty"`
 }
 
 type linkView struct {
@@ -66,7 +69,7 @@ func viewOf(r *vonv1.Reservation) reservationView {
 	v := reservationView{
 		Name: r.GetName(), OnID: r.GetOnId(), State: stateText(r.GetState()),
 		Rate: topology.FormatRate(r.GetRateBps()), RateBps: r.GetRateBps(),
-		Redundant: r.GetRedundant(), NodeDisjoint: r.GetNodeDisjoint(), Reason: r.GetFailureReason(), Degraded: r.GetDegraded(),
+		Redundant: r.GetRedundant(), NodeDisjoint: r.GetNodeDisjoint(), Reason: r.GetFailureReason(), Degraded: r.GetDegraded(), OverlayPrefix: r.GetOverlayPrefix(),
 		Members: []memberView{}, Links: []linkView{}, Paths: []pairView{},
 	}
 	if r.GetTtl() != nil {
@@ -83,7 +86,7 @@ func viewOf(r *vonv1.Reservation) reservationView {
 	v.Created = tp(r.GetCreateTime(), r.GetCreateTime() != nil)
 	v.Updated = tp(r.GetUpdateTime(), r.GetUpdateTime() != nil)
 	for _, m := range r.GetMembers() {
-		v.Members = append(v.Members, memberView{m.GetName(), m.GetAddress()})
+		v.Members = append(v.Members, memberView{m.GetName(), m.GetAddress(), m.GetOverlayAddress()})
 	}
 	for _, e := range r.GetNotEnforced() {
 		v.NotEnforced = append(v.NotEnforced, notEnforcedView{e.GetRouter(), e.GetReason()})
@@ -177,6 +180,13 @@ func writeDetail(w io.Writer, r *vonv1.Reservation) error {
 		ms = append(ms, m.Name+" ("+m.Address+")")
 	}
 	fmt.Fprintf(tw, "Members:\t%s\n", strings.Join(ms, ", "))
+	if v.OverlayPrefix != "" {
+		var os []string
+		for _, m := range v.Members {
+			os = append(os, m.Name+" "+m.OverlayAddress)
+		}
+		fmt.Fprintf(tw, "Overlay:\t%s: %s\n", v.OverlayPrefix, strings.Join(os, ", "))
+	}
 	mode := "no (one path per pair)"
 	if v.Redundant {
 		mode = "yes (link-disjoint pair per member pair)"
