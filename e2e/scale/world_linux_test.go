@@ -373,6 +373,12 @@ func (w *world) clone(name string, n int, from int) {
 		c.Name = fmt.Sprintf("%s-c%d", name, from+i)
 		c.OnId = uint32(1<<31 + from + i) // admissions draw ids at random; the id keys below keep them off these
 		c.Revision = 0
+		// A clone takes no overlay block (admission claims those): it must
+		// not carry, and on its end free, its original's.
+		c.OverlayPrefix = ""
+		for _, m := range c.GetMembers() {
+			m.OverlayAddress = ""
+		}
 		b, err := proto.Marshal(c)
 		if err != nil {
 			w.t.Fatal(err)
