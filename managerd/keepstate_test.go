@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/vonproject/von/agent"
+	"github.com/vonproject/von/internal/testenv"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/reservation"
 )
@@ -53,7 +53,7 @@ func TestRestartedManagerKeepsCurrentAgents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	listen := freeAddr(t)
+	listen := testenv.FreeAddr(t)
 	stop := startDaemon(t, ctx, dir, listen)
 	conn, err := grpc.NewClient(listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -171,7 +171,7 @@ type simAgent struct {
 
 func startSimAgent(t *testing.T, ctx context.Context, dir, node, manager string) *simAgent {
 	t.Helper()
-	s := &simAgent{metrics: freeAddr(t)}
+	s := &simAgent{metrics: testenv.FreeAddr(t)}
 	actx, cancel := context.WithCancel(ctx)
 	a, err := agent.New(actx, agent.Config{Insecure: true, Node: node, StateDir: filepath.Join(dir, "agent-"+node),
 		ManagerAddr: manager, ListenAddr: "127.0.0.1:0", MetricsAddr: s.metrics, RegisterInterval: 200 * time.Millisecond,
@@ -219,16 +219,6 @@ func (s *simAgent) answers(t *testing.T) map[string]float64 {
 		}
 	}
 	return out
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

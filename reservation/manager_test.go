@@ -429,15 +429,15 @@ func TestLivenessIgnoresOtherManagersClocks(t *testing.T) {
 	}
 }
 
-// An ON whose path crosses a link a router reports down is recorded degraded,
-// naming the path and the link, and whole again once the link is back.
-func TestDegradedWhileALinkIsDown(t *testing.T) {
-	_, cli := newEtcd(t)
-	m := startManager(t, cli, Config{ExpiryInterval: 50 * time.Millisecond})
+// routedWithCommitted applies the routed topology, registers agents for r1
+// and r2 (both interfaces up) and records ON "d" committed between h1 and h2
+// over r1:eth1. register registers them again, with r1:eth1 up or down.
+func routedWithCommitted(t *testing.T, m *Manager) (register func(eth1Up bool)) {
+	t.Helper()
 	applyYAML(t, m, routed)
 	ctx := context.Background()
 	ts, _ := m.store.Topology(ctx)
-	register := func(eth1Up bool) {
+	register = func(eth1Up bool) {
 		for _, n := range []string{"r1", "r2"} {
 			a := &vonv1.Agent{Node: n, Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.Now(), Interfaces: []*vonv1.Interface{
 				{Name: "eth0", Up: true, Addresses: []string{"10.77.1.9/30"}}, {Name: "eth1", Up: eth1Up || n == "r2", Addresses: []string{"10.77.128.5/30"}}}}
@@ -455,6 +455,16 @@ func TestDegradedWhileALinkIsDown(t *testing.T) {
 	r := committedRecord("d", 5, time.Now().Add(time.Hour))
 	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
 	putRecord(t, m, r)
+	return register
+}
+
+// An ON whose path crosses a link a router reports down is recorded degraded,
+// naming the path and the link, and whole again once the link is back.
+func TestDegradedWhileALinkIsDown(t *testing.T) {
+	_, cli := newEtcd(t)
+	m := startManager(t, cli, Config{ExpiryInterval: 50 * time.Millisecond})
+	register := routedWithCommitted(t, m)
+	ctx := context.Background()
 	degraded := func() string {
 		cur, _, err := m.store.Get(ctx, "d")
 		if err != nil {

@@ -116,27 +116,7 @@ func TestMetricsDegradedWhileALinkIsDown(t *testing.T) {
 	sreg := prometheus.NewRegistry()
 	sreg.MustRegister(standby.StateCollector())
 
-	applyYAML(t, m, routed)
-	ctx := context.Background()
-	ts, _ := m.store.Topology(ctx)
-	register1 := func(eth1Up bool) {
-		for _, n := range []string{"r1", "r2"} {
-			a := &vonv1.Agent{Node: n, Endpoint: "127.0.0.1:1", LastSeenTime: timestamppb.Now(), Interfaces: []*vonv1.Interface{
-				{Name: "eth0", Up: true, Addresses: []string{"10.77.1.9/30"}}, {Name: "eth1", Up: eth1Up || n == "r2", Addresses: []string{"10.77.128.5/30"}}}}
-			if err := m.store.PutAgent(ctx, a); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	register1(true)
-	agents, _ := m.store.Agents(ctx)
-	pl, err := place(ts, placeRequest{Name: "d", Members: []string{"h1", "h2"}, Rate: 1_000_000, DSCP: 44, Port: 4750}, nil, agents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := committedRecord("d", 5, time.Now().Add(time.Hour))
-	r.Members, r.Paths, r.Links = pl.Members, pl.Pairs, pl.Charged
-	putRecord(t, m, r)
+	register1 := routedWithCommitted(t, m)
 	waitMetric(t, reg, 1, "von_manager_reservations", "state", "committed")
 	if m.index() == nil {
 		t.Fatal("the leader has no index: its count would come from the store")

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -20,16 +19,6 @@ import (
 	"github.com/vonproject/von/internal/testenv"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -51,13 +40,13 @@ func TestServesAndStopsGracefully(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 
-	listen, metrics := freeAddr(t), freeAddr(t)
+	listen, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuf
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"--node", "r9", "--manager", freeAddr(t), "--listen", listen, "--metrics", metrics,
+		done <- run(ctx, []string{"--node", "r9", "--manager", testenv.FreeAddr(t), "--listen", listen, "--metrics", metrics,
 			"--netns", ns, "--state-dir", t.TempDir(), "--log-format", "json", "--register-interval", "100ms", "--insecure"}, io.Discard, &logs)
 	}()
 	conn, err := grpc.NewClient(listen, grpc.WithTransportCredentials(insecure.NewCredentials()))

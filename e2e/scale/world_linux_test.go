@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/vonproject/von/agent"
 	"github.com/vonproject/von/e2e/cluster"
+	"github.com/vonproject/von/internal/testenv"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/reservation"
 )
@@ -134,15 +134,6 @@ type world struct {
 	running int
 }
 
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func spawn(t testing.TB, dir, name, bin string, args ...string) *exec.Cmd {
 	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -176,7 +167,7 @@ func kill(cmd *exec.Cmd) {
 func newWorld(t testing.TB, routers int, managerArgs ...string) *world {
 	w := &world{t: t, dir: t.TempDir(), net: genNetwork(routers, 42)}
 	t.Cleanup(w.close)
-	c, p := freeAddr(t), freeAddr(t)
+	c, p := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	w.etcdURL = "http://" + c
 	w.etcd = spawn(t, w.dir, "etcd", filepath.Join(binDir, "etcd"), "--name", "e0", "--data-dir", filepath.Join(w.dir, "etcd"),
 		"--listen-client-urls", w.etcdURL, "--advertise-client-urls", w.etcdURL, "--listen-peer-urls", "http://"+p,
@@ -187,7 +178,7 @@ func newWorld(t testing.TB, routers int, managerArgs ...string) *world {
 		t.Fatal(err)
 	}
 	w.waitEtcd()
-	w.mgrAddr, w.metricsAddr, w.mgrArgs = freeAddr(t), freeAddr(t), managerArgs
+	w.mgrAddr, w.metricsAddr, w.mgrArgs = testenv.FreeAddr(t), testenv.FreeAddr(t), managerArgs
 	w.startManager()
 	if w.conn, err = grpc.NewClient(w.mgrAddr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"testing"
 )
@@ -57,4 +58,16 @@ func RootMain(pkg, why string) {
 		fmt.Printf("SKIP: %s: every test needs root (%s); run as root to include them\n", pkg, why)
 		os.Exit(0)
 	}
+}
+
+// FreeAddr is a loopback address ("127.0.0.1:port") whose port was free when
+// asked, for a server a test starts at a known address.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
