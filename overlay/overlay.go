@@ -107,13 +107,15 @@ func Broadcast(block netip.Prefix) netip.Addr {
 	return addr(u32(block.Addr()) | (1<<(32-block.Bits()) - 1))
 }
 
-// Claim says what must be true of the store for block to be free, as keys
-// (key(a) is the key of a block based at a, ordered as addresses): no block
-// based inside it (the range [key(base), key(end)) is empty), and none of a
-// larger size based where one containing it would be (Enclosing).
+// Claim says what must be true of the store for block to be free. A block
+// taken is stored under Key(block): its base address, then its size, so keys
+// sort by base. It is free when no block is based inside it (no key in
+// [KeyFrom(From), KeyFrom(To))) and none of the larger blocks that would
+// contain it is taken (no key Key(e) for e in Enclosing; those based at
+// block's own base are inside the range).
 type Claim struct {
-	From, To  netip.Addr   // the range of bases that must hold no block: [From, To)
-	Enclosing []netip.Addr // bases of the larger blocks that would contain it
+	From, To  netip.Addr     // the bases that must hold no block: [From, To); To invalid: to the end of IPv4
+	Enclosing []netip.Prefix // the larger blocks based below block that would contain it
 }
 
 // ClaimOf is the Claim of block.
@@ -124,16 +126,20 @@ func ClaimOf(block netip.Prefix) Claim {
 		c.To = netip.Addr{}
 	}
 	for b := hb + 1; b <= MaxBits; b++ {
-		if e := base &^ (1<<b - 1); e != base && (len(c.Enclosing) == 0 || c.Enclosing[len(c.Enclosing)-1] != addr(e)) {
-			c.Enclosing = append(c.Enclosing, addr(e))
+		if e := base &^ (1<<b - 1); e != base {
+			c.Enclosing = append(c.Enclosing, netip.PrefixFrom(addr(e), 32-b))
 		}
 	}
 	return c
 }
 
-// Key is the text of base in store keys: eight hex digits, so that keys sort
-// as addresses.
-func Key(base netip.Addr) string { return fmt.Sprintf("%08x", u32(base)) }
+// KeyFrom is the text that every key of a block based at base starts with:
+// eight hex digits, so that keys sort as addresses.
+func KeyFrom(base netip.Addr) string { return fmt.Sprintf("%08x", u32(base)) }
+
+// Key is the store key text of block: KeyFrom its base, then its prefix
+// length ("64400014/30").
+func Key(block netip.Prefix) string { return fmt.Sprintf("%s/%d", KeyFrom(block.Addr()), block.Bits()) }
 
 func u32(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
 

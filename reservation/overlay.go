@@ -29,20 +29,27 @@ func (m *Manager) claimOverlay(r *vonv1.Reservation) func() ([]clientv3.Cmp, []c
 		for i, a := range overlay.Members(block, len(r.GetMembers())) {
 			r.Members[i].OverlayAddress = a.String()
 		}
-		c := overlay.ClaimOf(block)
-		to := clientv3.GetPrefixRangeEnd(m.store.overlayPrefix())
-		if c.To.IsValid() {
-			to = m.store.overlayKey(c.To)
-		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(m.store.overlayKey(c.From)), "=", 0).WithRange(to)}
-		for _, e := range c.Enclosing {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(m.store.overlayKey(e)), "=", 0))
-		}
-		return cmps, []clientv3.Op{clientv3.OpPut(m.store.overlayKey(block.Addr()), r.GetName())}, nil
+		cmps, put := m.store.claimBlock(block, r.GetName())
+		return cmps, []clientv3.Op{put}, nil
 	}
 }
 
-func (s *Store) overlayKey(base netip.Addr) string { return s.overlayPrefix() + overlay.Key(base) }
+// claimBlock is what a transaction must find for block to be free, and the
+// write that takes it for the ON name.
+func (s *Store) claimBlock(block netip.Prefix, name string) ([]clientv3.Cmp, clientv3.Op) {
+	c := overlay.ClaimOf(block)
+	to := clientv3.GetPrefixRangeEnd(s.overlayPrefix())
+	if c.To.IsValid() {
+		to = s.overlayPrefix() + overlay.KeyFrom(c.To)
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.overlayPrefix()+overlay.KeyFrom(c.From)), "=", 0).WithRange(to)}
+	for _, e := range c.Enclosing {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.overlayKey(e)), "=", 0))
+	}
+	return cmps, clientv3.OpPut(s.overlayKey(block), name)
+}
+
+func (s *Store) overlayKey(block netip.Prefix) string { return s.overlayPrefix() + overlay.Key(block) }
 
 // freeOverlay is the write that frees r's block (none if it has none).
 func (s *Store) freeOverlay(r *vonv1.Reservation) []clientv3.Op {
@@ -50,5 +57,5 @@ func (s *Store) freeOverlay(r *vonv1.Reservation) []clientv3.Op {
 	if err != nil {
 		return nil
 	}
-	return []clientv3.Op{clientv3.OpDelete(s.overlayKey(p.Addr()))}
+	return []clientv3.Op{clientv3.OpDelete(s.overlayKey(p))}
 }

@@ -67,3 +67,36 @@ func TestOverlayPrefixesUniqueAndFreed(t *testing.T) {
 		t.Errorf("the released record shows overlay prefix %q, want %s", r.GetOverlayPrefix(), blocks[3])
 	}
 }
+
+// A block is free unless one taken overlaps it: one based inside it, or a
+// larger one containing it; a smaller one based where a larger one would be
+// is no obstacle.
+func TestOverlayClaimConflicts(t *testing.T) {
+	_, cli := newEtcd(t)
+	s := NewStore(cli, DefaultPrefix)
+	ctx := context.Background()
+	want := netip.MustParsePrefix("10.77.200.20/30")
+	for _, c := range []struct {
+		taken string
+		free  bool
+	}{
+		{"10.77.200.0/30", true}, {"10.77.200.16/30", true}, {"10.77.200.24/30", true}, {"10.77.200.0/28", true},
+		{"10.77.200.20/30", false}, {"10.77.200.16/29", false}, {"10.77.200.16/28", false}, {"10.77.200.0/25", false},
+	} {
+		taken := netip.MustParsePrefix(c.taken)
+		if _, err := cli.Put(ctx, s.overlayKey(taken), "other"); err != nil {
+			t.Fatal(err)
+		}
+		cmps, put := s.claimBlock(want, "mine")
+		tr, err := cli.Txn(ctx).If(cmps...).Then(put).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Succeeded != c.free {
+			t.Errorf("with %s taken, claiming %s succeeded %v, want %v", taken, want, tr.Succeeded, c.free)
+		}
+		if _, err := cli.Delete(ctx, s.overlayPrefix(), clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
