@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -157,7 +158,7 @@ func TestLeaseExpiryCleansRouters(t *testing.T) {
 		framework.Eventually(t, 15*time.Second, 300*time.Millisecond, func() (bool, string) {
 			g := lookup(t, c, "short")
 			cl := htbClasses(t, c.Testbed())
-			return g.State == "expired" && len(cl) == 0, "state " + g.State + ", classes " + fmtClasses(cl)
+			return g.State == "expired" && len(cl) == 0, "state " + g.State + ", classes " + fmt.Sprint(cl)
 		})
 		if m := scrape(t, c); !strings.Contains(m, `von_manager_reservations{state="expired"} 1`) {
 			t.Errorf("metrics do not count the expired reservation:\n%s", grepLines(m, "von_manager_reservations"))
@@ -288,7 +289,7 @@ func TestManagerOutage(t *testing.T) {
 		c.StopManager()
 		framework.Eventually(t, 15*time.Second, 300*time.Millisecond, func() (bool, string) {
 			cl := htbClasses(t, tb)
-			return len(cl) == 0, "partitions still installed into an outage: " + fmtClasses(cl)
+			return len(cl) == 0, "partitions still installed into an outage: " + fmt.Sprint(cl)
 		})
 		// The manager comes back; the reservation (still leased) is re-installed everywhere.
 		if err := c.StartManager(ctx); err != nil {
@@ -296,7 +297,7 @@ func TestManagerOutage(t *testing.T) {
 		}
 		framework.Eventually(t, 20*time.Second, 300*time.Millisecond, func() (bool, string) {
 			cl := htbClasses(t, tb)
-			return len(cl) == want, "not re-installed after the manager returned: " + fmtClasses(cl)
+			return len(cl) == want, "not re-installed after the manager returned: " + fmt.Sprint(cl)
 		})
 	})
 }
@@ -310,14 +311,6 @@ func TestUnknownReservation(t *testing.T) {
 			t.Fatalf("get of an unknown reservation: %v", err)
 		}
 	})
-}
-
-func fmtClasses(cl map[string]int) string {
-	var b strings.Builder
-	for k, v := range cl {
-		b.WriteString(k + "=" + strings.Repeat("|", v) + " ")
-	}
-	return b.String()
 }
 
 func grepLines(s, sub string) string {

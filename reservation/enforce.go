@@ -76,13 +76,7 @@ func (m *Manager) noteEnforcement(ctx context.Context, r *vonv1.Reservation, rev
 	}
 	next := proto.Clone(r).(*vonv1.Reservation)
 	next.NotEnforced = list
-	var nrev int64
-	var err error
-	if next.GetState() == vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
-		nrev, err = m.store.UpdateSamePaths(ctx, next, rev)
-	} else {
-		nrev, err = m.store.Update(ctx, next, rev)
-	}
+	nrev, err := m.store.UpdateSamePaths(ctx, next, rev)
 	if err != nil {
 		m.log.Warn("recording where an ON is not enforced", "name", r.GetName(), "err", err)
 		return next // the answer still tells the truth; reconciliation records it later

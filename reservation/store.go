@@ -307,12 +307,15 @@ func (s *Store) Update(ctx context.Context, r *vonv1.Reservation, modRev int64, 
 	return s.update(ctx, r, modRev, extra...)
 }
 
-// UpdateSamePaths is Update for a committed record rewritten committed with
-// the partitions it had at modRev (a renewal, a note of where it is not
-// enforced or why it is degraded): the record keeps the revision at which its
-// partitions last changed, so that a restarted manager's index knows each
-// router's last change (index.put).
+// UpdateSamePaths is Update for a record rewritten with the partitions it had
+// at modRev (a renewal, a note of where it is not enforced or why it is
+// degraded): a committed record keeps the revision at which its partitions
+// last changed, so that a restarted manager's index knows each router's last
+// change (index.put). Any other record is written as by Update.
 func (s *Store) UpdateSamePaths(ctx context.Context, r *vonv1.Reservation, modRev int64) (int64, error) {
+	if r.GetState() != vonv1.ReservationState_RESERVATION_STATE_COMMITTED {
+		return s.Update(ctx, r, modRev)
+	}
 	if r.PathsRevision == 0 {
 		r.PathsRevision = uint64(modRev)
 	}

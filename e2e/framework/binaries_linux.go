@@ -13,6 +13,7 @@ import (
 	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/cluster"
 	"github.com/vonproject/von/e2e/testbed"
+	"github.com/vonproject/von/internal/testenv"
 )
 
 // Binaries is the harness that runs the von-manager, von-agent and vonctl
@@ -23,10 +24,7 @@ func Binaries(binDir string) Harness {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		httpAddr, err := freeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		httpAddr := testenv.FreeAddr(t)
 		c, err := cluster.Start(ctx, tb, cluster.Options{BinDir: binDir, Dir: t.TempDir(), ManagerArgs: append(cfg.ManagerArgs(), "--http", httpAddr),
 			AgentArgs: []string{"--register-interval", AgentRegisterInterval.String()}})
 		if err != nil {

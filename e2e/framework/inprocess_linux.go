@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -22,6 +21,7 @@ import (
 	"github.com/vonproject/von/apierr"
 	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/testbed"
+	"github.com/vonproject/von/internal/testenv"
 	"github.com/vonproject/von/managerd"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/reservation"
@@ -32,7 +32,7 @@ import (
 // agent per router as goroutines of the test, in plaintext.
 var InProcess = Harness{Name: "inprocess", Start: func(t *testing.T, tb *testbed.Testbed, cfg Config) Cluster {
 	t.Helper()
-	c, err := startInProcess(t, tb, cfg)
+	c, err := startInProcess(t, tb, cfg, testenv.FreeAddr(t), testenv.FreeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,15 +63,9 @@ func (r *running) stop() error {
 	return <-r.done
 }
 
-func startInProcess(t *testing.T, tb *testbed.Testbed, cfg Config) (*inProcess, error) {
-	c := &inProcess{tb: tb, cfg: cfg, dir: t.TempDir(), agents: map[string]*running{}}
+func startInProcess(t *testing.T, tb *testbed.Testbed, cfg Config, listen, httpAddr string) (*inProcess, error) {
+	c := &inProcess{tb: tb, cfg: cfg, dir: t.TempDir(), listen: listen, httpAddr: httpAddr, agents: map[string]*running{}}
 	var err error
-	if c.listen, err = freeAddr(); err != nil {
-		return nil, err
-	}
-	if c.httpAddr, err = freeAddr(); err != nil {
-		return nil, err
-	}
 	t.Cleanup(c.close)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -276,14 +270,4 @@ func scrape(ctx context.Context, url string) (string, error) {
 		err = errors.New(resp.Status)
 	}
 	return string(b), err
-}
-
-// freeAddr is a loopback address with a port free at the time of asking.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
