@@ -11,8 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 # systemd: systemd-analyze, for deploy/'s unit tests; man-db: man, with which they
 # check the units' Documentation= pages (dpkg, gzip and passwd, for the package
 # test, are always there); chromium: the dashboard's browser test
-# (dashboard/browser_linux_test.go), which skips without it.
-pkgs=(iproute2 nftables make gcc libc6-dev git ca-certificates kmod procps systemd man-db chromium)
+# (dashboard/browser_linux_test.go), which skips without it; iperf3 and socat:
+# the unmodified programs that vonlink's e2e tests run over a VON.
+pkgs=(iproute2 nftables make gcc libc6-dev git ca-certificates kmod procps systemd man-db chromium iperf3 socat)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

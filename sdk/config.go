@@ -100,6 +100,8 @@ var (
 	ErrUnknownMember = errors.New("sdk: no such live member")
 	// ErrTooLarge: the message exceeds MaxMessage.
 	ErrTooLarge = errors.New("sdk: message too large")
+	// ErrNoOverlay: the reservation has no overlay addresses (Overlay).
+	ErrNoOverlay = errors.New("sdk: ON has no overlay addresses")
 	// ErrClosed: the VON handle was closed.
 	ErrClosed = errors.New("sdk: closed")
 )

@@ -348,6 +348,37 @@ func (v *VON) Redundant() bool { return v.redundant }
 // LocalAddr is this member's ON socket address (data and gossip).
 func (v *VON) LocalAddr() netip.AddrPort { return v.sock.local }
 
+// Overlay is an ON's overlay addressing (package overlay): the prefix the manager
+// gave the ON and each member's address in it, for programs that carry IP over the
+// VON (vonlink).
+type Overlay struct {
+	Prefix  netip.Prefix
+	Members map[string]netip.Addr // member name → overlay address
+}
+
+// Overlay returns the ON's overlay prefix and member addresses, as the manager
+// assigned them at reservation (they are stable for the ON's life). ErrNoOverlay
+// if the reservation carries none (a manager older than overlay addressing).
+func (v *VON) Overlay() (Overlay, error) {
+	return overlayOf(v.res)
+}
+
+func overlayOf(r *vonv1.Reservation) (Overlay, error) {
+	p, err := netip.ParsePrefix(r.GetOverlayPrefix())
+	if err != nil {
+		return Overlay{}, fmt.Errorf("%w: ON %s has overlay prefix %q", ErrNoOverlay, r.GetName(), r.GetOverlayPrefix())
+	}
+	o := Overlay{Prefix: p, Members: map[string]netip.Addr{}}
+	for _, m := range r.GetMembers() {
+		a, err := netip.ParseAddr(m.GetOverlayAddress())
+		if err != nil || !p.Contains(a) {
+			return Overlay{}, fmt.Errorf("%w: member %s of ON %s has overlay address %q outside %s", ErrNoOverlay, m.GetName(), r.GetName(), m.GetOverlayAddress(), p)
+		}
+		o.Members[m.GetName()] = a
+	}
+	return o, nil
+}
+
 // Members returns the live, verified members, this one included, by name.
 func (v *VON) Members() []Member { return v.grp.Load().Members() }
 

@@ -34,6 +34,16 @@ func TestSendRecvTwiceDeliveredOnce(t *testing.T) {
 	if !vs["h1"].Redundant() || vs["h1"].ONID() != r.GetOnId() {
 		t.Fatalf("redundant %v, on id %d (want %d)", vs["h1"].Redundant(), vs["h1"].ONID(), r.GetOnId())
 	}
+	// Every member sees the overlay addressing the manager gave the ON.
+	ov, err := vs["h2"].Overlay()
+	if err != nil || ov.Prefix.String() != r.GetOverlayPrefix() || len(ov.Members) != 3 {
+		t.Fatalf("overlay %+v, %v; reservation has %q", ov, err, r.GetOverlayPrefix())
+	}
+	for _, m := range r.GetMembers() {
+		if a := ov.Members[m.GetName()]; a.String() != m.GetOverlayAddress() {
+			t.Errorf("overlay address of %s: %s, manager says %s", m.GetName(), a, m.GetOverlayAddress())
+		}
+	}
 	waitFor(t, 5*time.Second, "one epoch", func() bool {
 		e := vs["h1"].Epoch()
 		return e != 0 && vs["h2"].Epoch() == e && vs["h3"].Epoch() == e

@@ -88,7 +88,7 @@ func Build(ctx context.Context, dir string) error {
 	for _, args := range [][]string{
 		// With the failpoints tag: chaos tests crash managers at named 2PC steps
 		// ($VON_FAILPOINTS, package internal/failpoint); unset, nothing changes.
-		{"build", "-tags", "failpoints", "-o", dir + "/", "./cmd/von-manager", "./cmd/von-agent", "./cmd/vonctl", "./cmd/vonperf"},
+		{"build", "-tags", "failpoints", "-o", dir + "/", "./cmd/von-manager", "./cmd/von-agent", "./cmd/vonctl", "./cmd/vonperf", "./cmd/vonlink"},
 		{"build", "-o", filepath.Join(dir, "etcd"), "go.etcd.io/etcd/server/v3"}, // for Options.Managers > 1
 	} {
 		cmd := exec.CommandContext(ctx, "go", args...)
