@@ -165,3 +165,86 @@ func mbits(v []float64) string {
 	}
 	return strings.TrimSpace(b.String())
 }
+
+// socatRecv starts socat in node printing the first datagram it receives at addr
+// (socat ADDRESS options), and returns a function that waits for it (at most d).
+func socatRecv(t *testing.T, c *cluster.Cluster, node, address string, d time.Duration) func() string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	cmd := c.TB.Command(ctx, node, "socat", "-u", address, "STDOUT")
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	time.Sleep(300 * time.Millisecond)
+	return func() string { _ = cmd.Wait(); cancel(); return out.String() }
+}
+
+// socatSend sends msg from node to address a few times (the receiver may still be
+// joining a group).
+func socatSend(t *testing.T, c *cluster.Cluster, node, address, msg string) {
+	t.Helper()
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cmd := c.TB.Command(ctx, node, "socat", "-u", "STDIN", address)
+		cmd.Stdin = strings.NewReader(msg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cancel()
+			t.Fatalf("socat from %s to %s: %v %s", node, address, err, out)
+		}
+		cancel()
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Issue 12: an unmodified sender's UDP and IPv4 multicast reach the member over
+// vonlink; a router on the member's link that routes the overlay address at it
+// cannot inject (vonlink's guard table), though the kernel would otherwise accept
+// it.
+func TestVonlinkUDPMulticastAndInjection(t *testing.T) {
+	c := start(t, "testdata/ring.yaml")
+	ctx := context.Background()
+	if _, err := c.Vonctl(ctx, "reserve", "udp", "--members", "h1,h2", "--rate", "4Mbit", "--ttl", "10m"); err != nil {
+		t.Fatal(err)
+	}
+	h1, err := c.StartVonlink("udp", "h1", "--multicast-route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h1.Stop(syscall.SIGKILL) })
+	h2, err := c.StartVonlink("udp", "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h2.Stop(syscall.SIGKILL) })
+
+	wait := socatRecv(t, c, "h2", "UDP4-RECVFROM:6001,bind="+h2.Address, 10*time.Second)
+	socatSend(t, c, "h1", "UDP4-DATAGRAM:"+h2.Address+":6001", "unicast")
+	if got := wait(); got != "unicast" {
+		t.Errorf("unicast UDP h1 → h2's overlay address: got %q", got)
+	}
+	wait = socatRecv(t, c, "h2", "UDP4-RECVFROM:6002,ip-add-membership=239.7.7.7:"+h2.Address+",reuseaddr", 10*time.Second)
+	socatSend(t, c, "h1", "UDP4-DATAGRAM:239.7.7.7:6002", "multicast") // no interface chosen: the route does it
+	if got := wait(); got != "multicast" {
+		t.Errorf("multicast h1 → 239.7.7.7 on h2: got %q", got)
+	}
+
+	// r6 is on h2's link: it routes h2's overlay address at h2's underlay.
+	end, err := c.TB.End("r6-h2", "r6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.TB.Exec(ctx, "r6", "ip", "route", "add", h2.Address+"/32", "dev", end.Iface); err != nil {
+		t.Fatalf("route on r6: %v %s", err, out)
+	}
+	wait = socatRecv(t, c, "h2", "UDP4-RECVFROM:6003,bind="+h2.Address, 4*time.Second)
+	socatSend(t, c, "r6", "UDP4-DATAGRAM:"+h2.Address+":6003", "injected")
+	if got := wait(); got != "" {
+		t.Errorf("r6 injected %q into h2's VON address over the underlay", got)
+	}
+	guard, _ := c.TB.Exec(ctx, "h2", "nft", "list", "table", "ip", "vonlink_von0")
+	t.Logf("h2's guard table:\n%s", guard)
+}
