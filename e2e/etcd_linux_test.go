@@ -24,7 +24,15 @@ import (
 // capacity charged is exactly what the committed ONs hold.
 func TestEtcdMemberLossLosesNothing(t *testing.T) {
 	ctx := context.Background()
-	c := startWith(t, "testdata/ring.yaml", cluster.Options{Managers: 2, EtcdMembers: 3, ManagerArgs: fastLeases})
+	// fastLeases' election session would be a third of its 3 s partition lease,
+	// 1 s, and the etcd client ends a session whose keepalive goes unanswered
+	// for its TTL, which an etcd leader election (1-2 s when the killed member
+	// led) can exceed: seen in CI, where both managers' sessions ended, both
+	// exited, and every reservation after the kill failed. No manager dies in
+	// this test, so a standby's takeover time does not matter here; 5 s rides
+	// out the election.
+	args := append(append([]string{}, fastLeases...), "--election-ttl", "5s")
+	c := startWith(t, "testdata/ring.yaml", cluster.Options{Managers: 2, EtcdMembers: 3, ManagerArgs: args})
 	conn, err := c.Dial(cluster.Admin)
 	if err != nil {
 		t.Fatal(err)
