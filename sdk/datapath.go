@@ -180,6 +180,17 @@ func (v *VON) Send(ctx context.Context, to string, msg []byte) error {
 	return v.send(ctx, []*net.UDPAddr{a}, msg)
 }
 
+// SendNow is Send without the wait: to a member that is not live, or not keyed
+// yet, it fails at once with ErrUnknownMember, as a link drops a packet — for
+// forwarders (vonlink) that must not stall every flow behind one joining member.
+func (v *VON) SendNow(ctx context.Context, to string, msg []byte) error {
+	a, live, ready := v.memberAddr(to)
+	if !live || !ready {
+		return fmt.Errorf("%w: %q (live %v, keyed %v)", ErrUnknownMember, to, live, ready)
+	}
+	return v.send(ctx, []*net.UDPAddr{a}, msg)
+}
+
 // readyWait bounds how long Send waits for a new member's epoch.
 const readyWait = 2 * time.Second
 

@@ -87,6 +87,15 @@ func TestSendRecvTwiceDeliveredOnce(t *testing.T) {
 	if err := vs["h1"].Send(ctx, "h9", []byte("x")); !errors.Is(err, ErrUnknownMember) {
 		t.Errorf("send to a stranger: %v", err)
 	}
+	if err := vs["h1"].SendNow(ctx, "h9", []byte("x")); !errors.Is(err, ErrUnknownMember) {
+		t.Errorf("send now to a stranger: %v", err)
+	}
+	if err := vs["h1"].SendNow(ctx, "h2", []byte("now")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := vs["h2"].Recv(ctx); err != nil || string(m.Data) != "now" {
+		t.Fatalf("send now: %+v %v", m, err)
+	}
 	if err := vs["h1"].Send(ctx, "h2", make([]byte, MaxMessage+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("too large: %v", err)
 	}

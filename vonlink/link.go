@@ -217,16 +217,16 @@ func (l *Link) fromTUN() {
 			}
 			// A member that is down or has just joined and does not hold the key
 			// yet: drop, as a link would, rather than stall every other flow.
-			if !l.v.Ready(to) {
-				l.st.dropNotReady.Add(1)
-				continue
-			}
-			err = l.v.Send(l.ctx, to, pkt)
+			err = l.v.SendNow(l.ctx, to, pkt)
 		}
-		if err != nil {
-			if l.ctx.Err() != nil || errors.Is(err, sdk.ErrClosed) {
-				return
-			}
+		switch {
+		case err == nil:
+		case l.ctx.Err() != nil, errors.Is(err, sdk.ErrClosed):
+			return
+		case errors.Is(err, sdk.ErrUnknownMember):
+			l.st.dropNotReady.Add(1)
+			continue
+		default:
 			l.st.dropSend.Add(1)
 			continue
 		}

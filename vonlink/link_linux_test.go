@@ -15,17 +15,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/vonproject/von/apierr"
+	"github.com/vonproject/von/e2e/framework"
 	"github.com/vonproject/von/e2e/testbed"
 	"github.com/vonproject/von/internal/testenv"
-	"github.com/vonproject/von/managerd"
-	vonv1 "github.com/vonproject/von/proto/von/v1"
-	"github.com/vonproject/von/sdk"
 	"github.com/vonproject/von/topology"
 )
 
@@ -46,56 +40,16 @@ links:
   - {a: h1, b: h2, capacity: 100Mbit}
 `
 
-func startManager(t *testing.T) (string, vonv1.ReservationServiceClient) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- managerd.Run(ctx, managerd.Config{Listen: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir(),
-			Ready: func(a string) { ready <- a }})
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("manager not ready")
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
-	c := vonv1.NewReservationServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, err := c.ApplyTopology(ctx, &vonv1.ApplyTopologyRequest{Source: &vonv1.ApplyTopologyRequest_Yaml{Yaml: hosts}})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("apply topology: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return addr, c
-}
-
-func linkUp(t *testing.T, tb *testbed.Testbed, mgr, on, member string) *Link {
+func linkUp(t *testing.T, c framework.Cluster, on, member string) *Link {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := Up(ctx, Config{SDK: sdk.Config{Manager: mgr, Insecure: true, ON: on, Member: member, Netns: tb.Namespace(member)}})
+	cfg, err := c.SDK(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ON = on
+	l, err := Up(ctx, Config{SDK: cfg})
 	if err != nil {
 		t.Fatalf("vonlink up %s: %v", member, err)
 	}
@@ -112,26 +66,21 @@ func TestLinkCarriesIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb := testbed.New(t, topo, testbed.Options{})
-	mgr, c := startManager(t)
-	var resp *vonv1.ReserveResponse
+	c := framework.InProcess.Start(t, tb, framework.Config{})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err = c.Reserve(context.Background(), &vonv1.ReserveRequest{Name: "ip", Members: []string{"h1", "h2"},
-			RateBps: 20_000_000, Ttl: durationpb.New(10 * time.Minute)})
+		_, err = c.Reserve(context.Background(), framework.ReserveOptions{Name: "ip", Members: []string{"h1", "h2"}, Rate: 20_000_000})
 		if err == nil {
 			break
 		}
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
-			t.Fatal(err) // Unavailable: not leading yet
+		if !errors.Is(err, apierr.ErrNotLeader) || time.Now().After(deadline) {
+			t.Fatal(err)
 		}
-	}
-	addr := map[string]netip.Addr{}
-	for _, m := range resp.GetReservation().GetMembers() {
-		addr[m.GetName()] = netip.MustParseAddr(m.GetOverlayAddress())
 	}
 	links := map[string]*Link{}
 	for _, m := range []string{"h1", "h2"} {
-		links[m] = linkUp(t, tb, mgr, "ip", m)
+		links[m] = linkUp(t, c, "ip", m)
 	}
+	addr := links["h1"].ov.Members // as the manager assigned them
 	deadline := time.Now().Add(10 * time.Second)
 	for !(links["h1"].v.Ready("h2") && links["h2"].v.Ready("h1")) {
 		if time.Now().After(deadline) {
@@ -144,7 +93,7 @@ func TestLinkCarriesIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := netip.PrefixFrom(addr["h2"], netip.MustParsePrefix(resp.GetReservation().GetOverlayPrefix()).Bits()).String(); !strings.Contains(out, want) {
+	if want := netip.PrefixFrom(addr["h2"], links["h2"].ov.Prefix.Bits()).String(); !strings.Contains(out, want) {
 		t.Errorf("h2's %s: %q, want address %s", DefaultDev, out, want)
 	}
 	if got := links["h2"].Status().MTU; got != 1500-underlayOverhead {

@@ -293,6 +293,15 @@ func (c *Cluster) Creds(id pki.Identity) ([]string, error) {
 	return []string{"--ca", f.CA, "--cert", f.Cert, "--key", f.Key}, nil
 }
 
+// Material is id's certificate (issued as Creds does), loaded for an in-process
+// client such as the SDK.
+func (c *Cluster) Material(id pki.Identity) (*pki.Material, error) {
+	if _, err := c.Creds(id); err != nil {
+		return nil, err
+	}
+	return pki.Load(c.files(id))
+}
+
 // files are where id's certificate lives: one directory per kind (an agent and
 // a user may share a name).
 func (c *Cluster) files(id pki.Identity) pki.Files {

@@ -14,6 +14,8 @@ import (
 	"github.com/vonproject/von/e2e/cluster"
 	"github.com/vonproject/von/e2e/testbed"
 	"github.com/vonproject/von/internal/testenv"
+	"github.com/vonproject/von/pki"
+	"github.com/vonproject/von/sdk"
 )
 
 // Binaries is the harness that runs the von-manager, von-agent and vonctl
@@ -77,6 +79,14 @@ type binaries struct {
 }
 
 func (b *binaries) Testbed() *testbed.Testbed { return b.c.TB }
+
+func (b *binaries) SDK(member string) (sdk.Config, error) {
+	tls, err := b.c.Material(pki.Identity{Kind: pki.KindUser, Name: member})
+	if err != nil {
+		return sdk.Config{}, err
+	}
+	return sdk.Config{Manager: b.c.ManagerAddr, TLS: tls, Member: member, Netns: b.c.TB.Namespace(member)}, nil
+}
 
 // view is what vonctl get -o json prints (docs/cli.md).
 type view struct {

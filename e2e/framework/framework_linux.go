@@ -10,6 +10,7 @@ import (
 	"github.com/vonproject/von/dashboard"
 	"github.com/vonproject/von/e2e/testbed"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
+	"github.com/vonproject/von/sdk"
 )
 
 // Cluster is a running control plane (one manager, an agent on every router of
@@ -39,6 +40,10 @@ type Cluster interface {
 	Metrics(ctx context.Context) (string, error)
 	// State is what the manager's dashboard shows (/api/state).
 	State(ctx context.Context) (*dashboard.Snapshot, error)
+	// SDK is a Config that joins an ON as member (ON left to the caller): in
+	// plaintext in process, with a certificate naming the member with the
+	// binaries. Its Netns is the member's namespace.
+	SDK(member string) (sdk.Config, error)
 }
 
 // Config is what a scenario asks of the cluster; zero durations are the

@@ -25,6 +25,7 @@ import (
 	"github.com/vonproject/von/managerd"
 	vonv1 "github.com/vonproject/von/proto/von/v1"
 	"github.com/vonproject/von/reservation"
+	"github.com/vonproject/von/sdk"
 	"github.com/vonproject/von/topology"
 )
 
@@ -94,6 +95,10 @@ func startInProcess(t *testing.T, tb *testbed.Testbed, cfg Config, listen, httpA
 }
 
 func (c *inProcess) Testbed() *testbed.Testbed { return c.tb }
+
+func (c *inProcess) SDK(member string) (sdk.Config, error) {
+	return sdk.Config{Manager: c.listen, Insecure: true, Member: member, Netns: c.tb.Namespace(member)}, nil
+}
 
 func (c *inProcess) StartManager(ctx context.Context) error {
 	c.mu.Lock()
